@@ -1,0 +1,1 @@
+"""Cluster start-up and job submission helpers."""

@@ -1,0 +1,1 @@
+"""Entry points: parse the CLI, load the config, build the pipeline, run it, print the summary."""

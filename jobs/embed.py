@@ -1,0 +1,66 @@
+"""`batch-embed embed` / `python -m jobs.embed`: Parquet shards -> vLLM embeddings -> LanceDB table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from jobs.config import ConfigError, EmbedJobConfig, load_config
+
+log = logging.getLogger("batch_embed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML job config (see configs/demo.yaml)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set model.dimensions=256 (repeatable)",
+    )
+
+
+def init_ray(address: str | None) -> None:
+    """Join the configured / RAY_ADDRESS cluster, or start a local Ray bound to 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+
+
+def run(cfg: EmbedJobConfig):
+    """Plan (fast checks), start Ray, run; returns the RunSummary."""
+    from jobs.pipeline import run_pipeline
+    from jobs.plan import plan_embed_job
+
+    plan = plan_embed_job(cfg)
+    log.info("%d shard(s), %d rows, model %s, %d dims -> %s", len(plan.shards), plan.total_rows,
+             cfg.model.name, plan.width, plan.sink.main_uri)
+    init_ray(cfg.run.ray_address)
+    return run_pipeline(plan)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batch-embed embed", description=__doc__)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        summary = run(cfg)
+    except ConfigError as err:
+        print(f"config error:\n{err}", file=sys.stderr)
+        return 2
+    print(summary.render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Turn a validated config into a runnable plan, checking what needs the file system or the model.
+
+Runs on the driver in about a second (Parquet footers, the model's config.json,
+the sink table's schema): a missing source, a missing column, `dimensions`
+larger than the model, or a table that does not match fail here, before Ray or
+any engine starts, with the setting's path in the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from jobs.config import ConfigError, EmbedJobConfig
+from operators.engine import EngineSpec
+from operators.lance_sink import SinkSpec, main_schema, read_provenance, table_uri
+from operators.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
+from operators.parquet_source import ShardInfo, SourceError, check_columns, inspect_shards, list_shards
+from operators.storage import lance_storage_options
+
+# Rough characters per token, only to size Ray batches near the token budget;
+# the embedder splits each batch by exact token counts.
+_CHARS_PER_TOKEN = 4.0
+_SAMPLE_ROWS = 256
+
+
+@dataclass
+class EmbedPlan:
+    config: EmbedJobConfig
+    fs: Any
+    shards: list[ShardInfo]
+    model: ModelSpec
+    max_tokens: int
+    width: int
+    instruction: str
+    extra_fields: list[pa.Field]
+    sink: SinkSpec
+    main_exists: bool
+    rejected_exists: bool
+    rows_per_batch: int
+
+    @property
+    def total_rows(self) -> int:
+        return sum(s.num_rows for s in self.shards)
+
+    def engine_spec(self, gpus: float) -> EngineSpec:
+        m = self.config.model
+        return EngineSpec(
+            model_path=self.model.path,
+            max_model_len=self.max_tokens,
+            dtype=m.dtype.value,
+            gpus=gpus,
+            trust_remote_code=m.trust_remote_code,
+            extra=dict(self.config.engine.vllm),
+        )
+
+
+def _open_existing_schema(uri: str, storage_options: dict[str, str]) -> pa.Schema | None:
+    import lance
+
+    try:
+        return lance.dataset(uri, storage_options=storage_options or None).schema
+    except (ValueError, FileNotFoundError, OSError):
+        # Lance reports a missing dataset as ValueError("... was not found").
+        return None
+
+
+def _check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Schema, uri: str) -> None:
+    have = read_provenance(schema)
+    want = read_provenance(wanted) or {}
+    if have is None:
+        raise ConfigError(f"sink.table: {uri} was not written by this job (no provenance metadata); "
+                          "use sink.mode: overwrite or another sink.table")
+    for key, setting in [("model", "model.name"), ("input_type", "model.input_type"),
+                         ("instruction", "model.instruction"), ("dimensions", "model.dimensions"),
+                         ("max_tokens", "model.max_tokens"), ("vector_dtype", "sink.vector_dtype")]:
+        if have.get(key) != want.get(key):
+            raise ConfigError(
+                f"{setting}: the existing table {cfg.sink.table} was embedded with {key}={have.get(key)!r}, "
+                f"this run would use {want.get(key)!r}; vectors would not be comparable. Use sink.mode: "
+                "overwrite to rebuild it, or another sink.table"
+            )
+    if schema.remove_metadata() != wanted.remove_metadata():
+        raise ConfigError(f"source.columns: the existing table {cfg.sink.table} has columns {schema.names}, "
+                          f"this run would write {wanted.names}")
+
+
+def _rows_per_batch(plan_fs: Any, shard: ShardInfo, text_column: str, batch_tokens: int) -> int:
+    """Ray batch size in rows, so that one batch carries about `batch_tokens` tokens."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with plan_fs.open(plan_fs._strip_protocol(shard.path), "rb") as f:
+        pf = pq.ParquetFile(f)
+        batch = next(pf.iter_batches(batch_size=_SAMPLE_ROWS, columns=[text_column]), None)
+    mean_chars = 0.0
+    if batch is not None and batch.num_rows:
+        col = batch.column(0)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            mean_chars = float(pc.mean(pc.utf8_length(col)).as_py() or 0.0)
+    est_tokens = max(4.0, mean_chars / _CHARS_PER_TOKEN + 2)
+    return int(min(8192, max(8, batch_tokens / est_tokens)))
+
+
+def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
+    src, m, sink = cfg.source, cfg.model, cfg.sink
+    try:
+        fs, paths = list_shards(src.uri, src.storage_options)
+        shards = inspect_shards(fs, paths)
+        check_columns(shards, src.id_column, src.text_column, src.columns)
+    except SourceError as err:
+        raise ConfigError(str(err)) from None
+    except (OSError, PermissionError) as err:
+        raise ConfigError(f"source.uri: cannot list {src.uri}: {err}") from None
+
+    try:
+        model = load_model_spec(m.name)
+    except ModelNotFoundError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    max_tokens = effective_max_tokens(model, m.max_tokens)
+    if model.max_positions and max_tokens > model.max_positions:
+        raise ConfigError(f"model.max_tokens: {max_tokens} is more than the model's limit of "
+                          f"{model.max_positions} tokens")
+    if model.hidden_size is None:
+        raise ConfigError(f"model.name: cannot read the size of {m.name} (no config.json reachable); "
+                          "give a local path or make the hub reachable from the driver")
+    if m.dimensions is not None and m.dimensions > model.hidden_size:
+        raise ConfigError(f"model.dimensions: {m.dimensions} is larger than the model's "
+                          f"{model.hidden_size} dimensions ({m.name})")
+    width = m.dimensions or model.hidden_size
+    instruction = m.effective_instruction
+
+    extra_fields = [shards[0].schema.field(c) for c in src.columns]
+    provenance = {
+        "model": m.name,
+        "input_type": m.input_type.value,
+        "instruction": instruction,
+        "dimensions": width,
+        "max_tokens": max_tokens,
+        "vector_dtype": sink.vector_dtype.value,
+    }
+    schema = main_schema(width, sink.vector_dtype.value, extra_fields, provenance)
+    options = lance_storage_options(sink.storage_options)
+    main_uri = table_uri(sink.uri, sink.table)
+    rejected_uri = table_uri(sink.uri, f"{sink.table}_rejected")
+    existing = _open_existing_schema(main_uri, options)
+    if existing is not None and sink.mode.value == "create":
+        raise ConfigError(f"sink.table: table {sink.table!r} already exists at {main_uri}; "
+                          "use sink.mode: overwrite or append")
+    if existing is not None and sink.mode.value == "append":
+        _check_existing_table(cfg, existing, schema, main_uri)
+    rejected_exists = _open_existing_schema(rejected_uri, options) is not None
+
+    return EmbedPlan(
+        config=cfg,
+        fs=fs,
+        shards=shards,
+        model=model,
+        max_tokens=max_tokens,
+        width=width,
+        instruction=instruction,
+        extra_fields=extra_fields,
+        sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options),
+        main_exists=existing is not None,
+        rejected_exists=rejected_exists,
+        rows_per_batch=_rows_per_batch(fs, shards[0], src.text_column, cfg.engine.batch_tokens),
+    )

@@ -1,0 +1,72 @@
+"""The end-of-run summary: one screen for people, one JSON file for scripts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunSummary:
+    table: str
+    table_uri: str
+    table_version: int | None
+    rejected_table: str
+    rejected_version: int | None
+    model: str
+    dimensions: int
+    mode: str
+    shards: int
+    rows_read: int
+    rows_written: int
+    rows_rejected: int
+    rejected_by_reason: dict[str, int]
+    tokens: int
+    seconds: float
+    commits: int
+    actors: dict[str, Any] = field(default_factory=dict)
+    summary_path: str | None = None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_written / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows_per_s"] = round(self.rows_per_s, 2)
+        d["tokens_per_s"] = round(self.tokens_per_s, 2)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def render(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
+        lines = [
+            "── batch-embed summary ──────────────────────────────",
+            f"table          {self.table}  (version {self.table_version})  {self.table_uri}",
+            f"model          {self.model}  dims={self.dimensions}  mode={self.mode}",
+            f"rows           read {self.rows_read:,} from {self.shards} shard(s)  written {self.rows_written:,}  "
+            f"rejected {self.rows_rejected:,}",
+            f"rejected       {reasons}  -> {self.rejected_table} (version {self.rejected_version})",
+            f"tokens         {self.tokens:,}",
+            f"time           {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   {self.tokens_per_s:,.0f} tokens/s",
+            f"commits        {self.commits}",
+        ]
+        if self.summary_path:
+            lines.append(f"summary        {self.summary_path}")
+        return "\n".join(lines)
+
+
+def write_summary(summary: RunSummary, path: str, storage_options: dict[str, Any]) -> None:
+    """Write the JSON next to the table (local folder or object store)."""
+    import fsspec
+
+    with fsspec.open(path, "w", **storage_options) as f:
+        f.write(summary.to_json())

@@ -1,0 +1,71 @@
+"""Pure functions that turn text into the exact model inputs Qwen3 expects.
+
+Qwen3-Embedding takes the hidden state of the *last* token, and that token must
+be `<|endoftext|>`: the tokenizer does not always add it, and cutting an
+over-long input must not drop it. Queries carry `Instruct: {task}\\nQuery:{text}`;
+documents carry nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def format_query(instruction: str, text: str) -> str:
+    """The Qwen3-Embedding query prompt; an empty instruction means the bare text."""
+    if not instruction:
+        return text
+    return f"Instruct: {instruction}\nQuery:{text}"
+
+
+def format_input(text: str, input_type: str, instruction: str) -> str:
+    """Documents go in as they are; queries get the instruction prefix."""
+    return format_query(instruction, text) if input_type == "query" else text
+
+
+def cut_and_end(token_ids: Sequence[int], max_tokens: int, end_id: int) -> tuple[list[int], bool]:
+    """Cut content ids to `max_tokens - 1` and append `end_id`.
+
+    `token_ids` must be the ids *without* special tokens. If they already end
+    with `end_id` (a text that literally ends in the end token is split as plain
+    text upstream, so this only happens with tokenizers that add it), it is not
+    doubled. Returns the ids and whether anything was cut.
+    """
+    if max_tokens < 2:
+        raise ValueError("max_tokens must leave room for one content token and the end token")
+    ids = list(token_ids)
+    if ids and ids[-1] == end_id:
+        ids.pop()
+    truncated = len(ids) > max_tokens - 1
+    return ids[: max_tokens - 1] + [end_id], truncated
+
+
+def cut_keep_last(token_ids: Sequence[int], max_tokens: int) -> tuple[list[int], bool]:
+    """Cut ids that already carry the model's own specials (`[CLS] ... [SEP]`), keeping the last one."""
+    ids = list(token_ids)
+    if len(ids) <= max_tokens:
+        return ids, False
+    return ids[: max_tokens - 1] + [ids[-1]], True
+
+
+def group_by_token_budget(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Split row positions into groups of at most `budget` tokens, longest rows first.
+
+    Sorting by length keeps similar lengths together (less padding on GPU
+    kernels, steadier step sizes); a single row longer than the budget gets a
+    group of its own rather than being dropped.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i in order:
+        n = lengths[i]
+        if current and used + n > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    if current:
+        groups.append(current)
+    return groups

@@ -1,0 +1,46 @@
+"""Pure vector and hashing functions: MRL truncation, normalisation, fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def l2_normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32; all-zero rows stay zero instead of NaN."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(norms, eps)
+
+
+def mrl_truncate(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Matryoshka: keep the first `dimensions` values, then re-normalise.
+
+    Re-normalising matters: the first d values of a unit vector are not a unit
+    vector, and cosine / dot-product search on them would rank by their norm.
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    if dimensions is not None:
+        if dimensions > v.shape[-1]:
+            raise ValueError(f"cannot keep {dimensions} dimensions of {v.shape[-1]}-dimensional vectors")
+        v = v[..., :dimensions]
+    return l2_normalize(v)
+
+
+def text_hash(text: str) -> str:
+    """Stable content hash of the text as it was read (before any prompt prefix)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def id_hash64(row_id: str) -> int:
+    """64-bit hash of an id, for duplicate detection without holding the ids themselves."""
+    return int.from_bytes(hashlib.blake2b(row_id.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def fingerprint(
+    text_digest: str, model: str, instruction: str, input_type: str, dimensions: int, max_tokens: int
+) -> str:
+    """What a vector depends on; a row whose fingerprint is unchanged need not be re-embedded."""
+    key = "\x1f".join([text_digest, model, instruction, input_type, str(dimensions), str(max_tokens)])
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
