@@ -118,7 +118,7 @@ class ModelConfig(_Strict):
     def _instruction_only_for_queries(self) -> ModelConfig:
         if self.input_type is InputType.document and self.instruction:
             raise ValueError(
-                "instruction: documents are embedded without an instruction (Qwen3-Embedding); "
+                ".instruction: documents are embedded without an instruction (Qwen3-Embedding); "
                 "set model.input_type: query, or remove model.instruction"
             )
         return self
@@ -244,6 +244,9 @@ def _format_validation_error(err: ValidationError) -> str:
             msg = "required setting is missing"
         elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
             msg = f"{msg} (got {e['input']!r})"
+        if msg.startswith("."):  # a model validator naming one of its fields: ".field: message"
+            field_name, _, msg = msg[1:].partition(": ")
+            path = f"{path}.{field_name}" if path else field_name
         lines.append(f"{path}: {msg}" if path else msg)
     return "\n".join(lines)
 

@@ -1,0 +1,113 @@
+"""Config validation: every mistake fails on the driver with the setting's path in the message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.config import DEFAULT_QUERY_INSTRUCTION, ConfigError, apply_overrides, load_config, parse_config
+
+BASE = {"source": {"uri": "data/x"}, "sink": {"uri": "db", "table": "t"}}
+
+
+def cfg(**sections):
+    raw = {k: dict(v) for k, v in BASE.items()}
+    for k, v in sections.items():
+        raw.setdefault(k, {}).update(v)
+    return raw
+
+
+def test_defaults_need_only_source_and_sink():
+    c = parse_config(cfg())
+    assert c.model.name == "Qwen/Qwen3-Embedding-0.6B"
+    assert c.source.id_column == "id" and c.source.text_column == "text"
+    assert c.engine.gpus_per_actor == "auto"
+    assert (c.engine.actors.min, c.engine.actors.max) == (1, 1)
+    assert c.sink.mode.value == "create" and c.sink.vector_dtype.value == "float32"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (cfg(model={"dimnsions": 8}), "model.dimnsions: unknown setting"),
+        (cfg(model={"dimensions": "big"}), "model.dimensions: Input should be a valid integer"),
+        (cfg(model={"dimensions": 0}), "model.dimensions: Input should be greater than 0"),
+        (cfg(model={"input_type": "passage"}), "model.input_type: Input should be 'document' or 'query'"),
+        (cfg(model={"instruction": "x"}), "model.instruction: documents are embedded without an instruction"),
+        (cfg(engine={"actors": {"min": 3, "max": 2}}), "engine.actors: max (2) is smaller than min (3)"),
+        (cfg(engine={"gpus_per_actor": -1}), "engine.gpus_per_actor"),
+        (cfg(engine={"vllm": {"dtype": "half"}}), "engine.vllm: ['dtype'] are set from the model section"),
+        (cfg(sink={"mode": "upsert"}), "sink.mode: Input should be 'create', 'overwrite' or 'append'"),
+        (cfg(sink={"table": "a/b"}), "sink.table: use letters"),
+        (cfg(sink={"vector_dtype": "int8"}), "sink.vector_dtype"),
+        (cfg(source={"columns": ["vector"]}), "source.columns: ['vector'] are written by the job itself"),
+        ({"sink": {"uri": "db", "table": "t"}}, "source: required setting is missing"),
+        (cfg(extra={"x": 1}), "extra: unknown setting"),
+    ],
+)
+def test_bad_settings_name_their_path(raw, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert message in str(err.value)
+
+
+def test_queries_default_to_the_model_card_instruction():
+    c = parse_config(cfg(model={"input_type": "query"}))
+    assert c.model.effective_instruction == DEFAULT_QUERY_INSTRUCTION
+    assert parse_config(cfg(model={"input_type": "query", "instruction": ""})).model.effective_instruction == ""
+    assert parse_config(cfg()).model.effective_instruction == ""
+
+
+def test_set_overrides_any_key_with_yaml_values():
+    raw = apply_overrides(cfg(), ["model.dimensions=256", "sink.table=docs_256", "engine.actors.max=4",
+                                  "engine.vllm.enforce_eager=false", "model.instruction="])
+    assert raw["model"]["dimensions"] == 256
+    assert raw["sink"]["table"] == "docs_256"
+    assert raw["engine"]["actors"]["max"] == 4
+    assert raw["engine"]["vllm"]["enforce_eager"] is False
+    assert raw["model"]["instruction"] == ""
+
+
+@pytest.mark.parametrize(("item", "message"), [("model.dimensions", "expected KEY=VALUE"),
+                                               ("sink.table.x=1", "sink.table: is a value")])
+def test_bad_overrides(item, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(cfg(), [item])
+
+
+def test_unknown_key_from_set_is_reported(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("source: {uri: x}\nsink: {uri: db, table: t}\n")
+    with pytest.raises(ConfigError, match="model.dimension: unknown setting"):
+        load_config(f, ["model.dimension=3"])
+
+
+def test_config_file_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="--config: no such file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: [1, 2\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(bad)
+
+
+def test_shipped_configs_validate():
+    for f in Path("configs").glob("*.yaml"):
+        load_config(f)
+
+
+def test_cli_reports_config_errors_fast_without_starting_ray(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"source: {{uri: {tmp_path}/nothing/}}\nsink: {{uri: {tmp_path}/db, table: t}}\n")
+    for cmd in ([sys.executable, "-m", "jobs.embed"], [str(Path(sys.executable).parent / "batch-embed"), "embed"]):
+        t0 = time.monotonic()
+        out = subprocess.run([*cmd, "--config", str(f), "--set", "model.dimensions=8"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert "source.uri: no Parquet files found" in out.stderr
+        assert "Started a local Ray" not in out.stderr
+        assert time.monotonic() - t0 < 30

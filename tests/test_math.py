@@ -1,0 +1,96 @@
+"""Pure functions: prompt formats, token cutting, token-budget groups, MRL, hashes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from operators.prompts import cut_and_end, cut_keep_last, format_input, format_query, group_by_token_budget
+from operators.vectors import fingerprint, id_hash64, l2_normalize, mrl_truncate, text_hash
+
+END = 0
+
+
+def test_query_prompt_is_the_model_card_format():
+    assert format_query("Find code", "sort a list") == "Instruct: Find code\nQuery:sort a list"
+    assert format_input("sort a list", "query", "Find code") == "Instruct: Find code\nQuery:sort a list"
+
+
+def test_documents_carry_no_instruction():
+    assert format_input("a doc", "document", "ignored") == "a doc"
+    assert format_query("", "bare") == "bare"
+
+
+@given(st.lists(st.integers(1, 999), max_size=50), st.integers(2, 40))
+def test_cut_and_end_always_ends_with_the_end_token(ids, max_tokens):
+    out, truncated = cut_and_end(ids, max_tokens, END)
+    assert out[-1] == END
+    assert len(out) <= max_tokens
+    assert out[:-1] == ids[: max_tokens - 1]
+    assert truncated == (len(ids) > max_tokens - 1)
+
+
+def test_cut_and_end_does_not_double_an_existing_end_token():
+    assert cut_and_end([5, 6, END], 10, END) == ([5, 6, END], False)
+
+
+def test_cut_keep_last_keeps_the_closing_special():
+    assert cut_keep_last([101, 1, 2, 3, 4, 102], 4) == ([101, 1, 2, 102], True)
+    assert cut_keep_last([101, 1, 102], 4) == ([101, 1, 102], False)
+
+
+@given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 600))
+def test_token_groups_cover_every_row_once_within_budget(lengths, budget):
+    groups = group_by_token_budget(lengths, budget)
+    flat = sorted(i for g in groups for i in g)
+    assert flat == list(range(len(lengths)))
+    for g in groups:
+        total = sum(lengths[i] for i in g)
+        assert total <= budget or len(g) == 1  # an over-budget row goes alone
+
+
+def test_token_groups_put_similar_lengths_together():
+    groups = group_by_token_budget([5, 100, 6, 98], 200)
+    assert [sorted(g) for g in groups] == [[1, 3], [0, 2]]
+
+
+@given(arrays(np.float32, (4, 16), elements=st.floats(-10, 10, width=32)), st.integers(1, 16))
+def test_mrl_truncate_keeps_the_prefix_direction_and_unit_norm(v, d):
+    out = mrl_truncate(v, d)
+    assert out.shape == (4, d)
+    norms = np.linalg.norm(out, axis=1)
+    prefix_norms = np.linalg.norm(v[:, :d], axis=1)
+    for row, n, pn, src in zip(out, norms, prefix_norms, v[:, :d], strict=True):
+        if pn > 1e-6:
+            assert n == pytest.approx(1.0, abs=1e-5)
+            np.testing.assert_allclose(row * pn, src, rtol=1e-4, atol=1e-4)
+        else:
+            assert np.all(np.isfinite(row))
+
+
+def test_mrl_refuses_more_dimensions_than_the_vector_has():
+    with pytest.raises(ValueError, match="cannot keep 8 dimensions of 4"):
+        mrl_truncate(np.ones((1, 4)), 8)
+
+
+def test_mrl_is_truncate_then_normalise_not_the_reverse():
+    v = l2_normalize(np.array([[3.0, 4.0, 12.0]]))
+    np.testing.assert_allclose(mrl_truncate(v, 2), [[0.6, 0.8]], rtol=1e-6)
+
+
+def test_hashes_are_stable_and_sensitive():
+    assert text_hash("abc") == text_hash("abc") != text_hash("abd")
+    assert id_hash64("x") == id_hash64("x") != id_hash64("y")
+    base = fingerprint(text_hash("t"), "m", "", "document", 64, 512)
+    assert base == fingerprint(text_hash("t"), "m", "", "document", 64, 512)
+    for changed in [
+        fingerprint(text_hash("t2"), "m", "", "document", 64, 512),
+        fingerprint(text_hash("t"), "m2", "", "document", 64, 512),
+        fingerprint(text_hash("t"), "m", "i", "query", 64, 512),
+        fingerprint(text_hash("t"), "m", "", "document", 32, 512),
+        fingerprint(text_hash("t"), "m", "", "document", 64, 256),
+    ]:
+        assert changed != base

@@ -1,0 +1,103 @@
+"""Reading side without Ray: shard listing, column checks, type normalisation, duplicate registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from operators.id_registry import IdRegistry
+from operators.parquet_source import (
+    SourceError,
+    check_columns,
+    inspect_shards,
+    list_shards,
+    normalize_block,
+)
+from tests.conftest import write_shards
+
+
+def test_list_shards_folder_glob_and_file(tmp_path):
+    write_shards(tmp_path / "c", [pa.table({"id": ["a"], "text": ["x"]})] * 3)
+    (tmp_path / "c" / "notes.txt").write_text("not a shard")
+    _, files = list_shards(str(tmp_path / "c"), {})
+    assert [f.rsplit("/", 1)[1] for f in files] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    _, files = list_shards(str(tmp_path / "c" / "part-0000[12].parquet"), {})
+    assert len(files) == 2
+    _, files = list_shards(str(tmp_path / "c" / "part-00000.parquet"), {})
+    assert len(files) == 1
+
+
+def test_missing_source_names_the_setting(tmp_path):
+    with pytest.raises(SourceError, match="source.uri: no Parquet files found at .*nowhere"):
+        list_shards(str(tmp_path / "nowhere"), {})
+
+
+def test_missing_column_names_column_and_shard(tmp_path):
+    write_shards(tmp_path, [pa.table({"id": ["a"], "text": ["x"]}), pa.table({"id": ["b"], "body": ["y"]})])
+    fs, files = list_shards(str(tmp_path), {})
+    shards = inspect_shards(fs, files)
+    assert [s.num_rows for s in shards] == [1, 1]
+    with pytest.raises(SourceError, match=r"source.text_column: column 'text' is missing from source shard .*part-00001"):
+        check_columns(shards, "id", "text", [])
+    with pytest.raises(SourceError, match="source.columns: column 'lang' is missing"):
+        check_columns(shards[:1], "id", "text", ["lang"])
+
+
+def test_a_shard_that_is_not_parquet_is_named(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"this is not parquet")
+    fs, files = list_shards(str(tmp_path), {})
+    with pytest.raises(SourceError, match="source shard .*bad.parquet: cannot be read as Parquet"):
+        inspect_shards(fs, files)
+
+
+def _norm(table, extra=()):
+    return normalize_block(table, "s0", 10, "id", "text", list(extra)).to_pydict()
+
+
+def test_normalize_keeps_strings_and_numbers_rows():
+    out = _norm(pa.table({"id": pa.array([7, 8], pa.int64()), "text": ["a", None]}))
+    assert out["id"] == ["7", "8"]
+    assert out["text"] == ["a", None]
+    assert out["source_row"] == [10, 11]
+    assert out["source_shard"] == ["s0", "s0"]
+    assert out["reject_reason"] == [None, None]
+
+
+def test_normalize_rejects_non_text_and_bad_utf8_per_row():
+    out = _norm(pa.table({"id": ["a", "b", "c"], "text": pa.array([b"ok", b"\xff\xfe", None], pa.binary())}))
+    assert out["text"] == ["ok", None, None]
+    assert out["reject_reason"] == [None, "text_not_utf8", None]
+    out = _norm(pa.table({"id": ["a", "b"], "text": pa.array([1.5, None])}))
+    assert out["reject_reason"] == ["text_not_string:double", None]
+    out = _norm(pa.table({"id": pa.array([1.5]), "text": ["t"]}))
+    assert out["reject_reason"] == ["id_not_string:double"]
+
+
+def test_normalize_casts_extra_columns_or_names_the_shard():
+    field = pa.field("lang", pa.string())
+    out = _norm(pa.table({"id": ["a"], "text": ["t"], "lang": pa.array(["en"], pa.large_string())}), [field])
+    assert out["lang"] == ["en"]
+    with pytest.raises(SourceError, match="column 'n' of source shard s0 has type string"):
+        _norm(pa.table({"id": ["a"], "text": ["t"], "n": ["x"]}), [pa.field("n", pa.int64())])
+
+
+def test_registry_rejects_second_claims_but_not_retries_of_the_same_row():
+    reg = IdRegistry()
+    h = np.array([1, 2, 3], dtype=np.uint64)
+    assert reg.claim(h, np.array([10, 11, 12], dtype=np.uint64)).tolist() == [True, True, True]
+    # the same rows again (a retried task) still own their ids; another row does not
+    assert reg.claim(h, np.array([10, 11, 99], dtype=np.uint64)).tolist() == [True, True, False]
+    # duplicates inside one claim: the first position wins
+    assert reg.claim(np.array([5, 5], dtype=np.uint64), np.array([1, 2], dtype=np.uint64)).tolist() == [True, False]
+
+
+def test_registry_keeps_answers_after_merging(monkeypatch):
+    import operators.id_registry as mod
+
+    monkeypatch.setattr(mod, "_MERGE_AT", 4)
+    reg = IdRegistry()
+    reg.claim(np.arange(10, dtype=np.uint64), np.arange(10, dtype=np.uint64))
+    assert reg.size() == 10
+    again = reg.claim(np.array([3, 4, 50], dtype=np.uint64), np.array([3, 99, 50], dtype=np.uint64))
+    assert again.tolist() == [True, False, True]
