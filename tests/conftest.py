@@ -15,7 +15,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
+# Dummy credentials for the loopback S3 server. Set at import, before the session's
+# Ray starts: its workers take the environment they are started with.
 S3_KEY, S3_SECRET = "testing-key", "testing-secret"
+for _k, _v in {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+               "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    os.environ.setdefault(_k, _v)
 
 
 @pytest.fixture(scope="session")
@@ -55,16 +60,8 @@ def s3_endpoint():
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     yield f"http://127.0.0.1:{port}"
     server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def write_shards(folder: Path, tables: list[pa.Table]) -> Path:
