@@ -105,8 +105,10 @@ class ModelConfig(_Strict):
         "model card's web-search one; an empty string means no prefix. Documents take none.",
     )
     max_tokens: int | None = Field(
-        None, gt=1, description="Longer inputs are cut to this many tokens (end token kept). Default: the "
-        "model's limit, at most 8192."
+        None,
+        gt=1,
+        description="Longer inputs are cut to this many tokens (end token kept). Default: the "
+        "model's limit, at most 8192.",
     )
     dimensions: int | None = Field(
         None, gt=0, description="Matryoshka size: keep the first d dimensions, then L2-normalise. Default: full."

@@ -15,7 +15,11 @@ log = logging.getLogger("batch_embed")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML job config (see configs/demo.yaml)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config key, e.g. --set model.dimensions=256 (repeatable)",
     )
 
@@ -38,8 +42,14 @@ def run(cfg: EmbedJobConfig):
     from jobs.plan import plan_embed_job
 
     plan = plan_embed_job(cfg)
-    log.info("%d shard(s), %d rows, model %s, %d dims -> %s", len(plan.shards), plan.total_rows,
-             cfg.model.name, plan.width, plan.sink.main_uri)
+    log.info(
+        "%d shard(s), %d rows, model %s, %d dims -> %s",
+        len(plan.shards),
+        plan.total_rows,
+        cfg.model.name,
+        plan.width,
+        plan.sink.main_uri,
+    )
     init_ray(cfg.run.ray_address)
     return run_pipeline(plan)
 

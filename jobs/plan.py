@@ -71,11 +71,18 @@ def _check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sch
     have = read_provenance(schema)
     want = read_provenance(wanted) or {}
     if have is None:
-        raise ConfigError(f"sink.table: {uri} was not written by this job (no provenance metadata); "
-                          "use sink.mode: overwrite or another sink.table")
-    for key, setting in [("model", "model.name"), ("input_type", "model.input_type"),
-                         ("instruction", "model.instruction"), ("dimensions", "model.dimensions"),
-                         ("max_tokens", "model.max_tokens"), ("vector_dtype", "sink.vector_dtype")]:
+        raise ConfigError(
+            f"sink.table: {uri} was not written by this job (no provenance metadata); "
+            "use sink.mode: overwrite or another sink.table"
+        )
+    for key, setting in [
+        ("model", "model.name"),
+        ("input_type", "model.input_type"),
+        ("instruction", "model.instruction"),
+        ("dimensions", "model.dimensions"),
+        ("max_tokens", "model.max_tokens"),
+        ("vector_dtype", "sink.vector_dtype"),
+    ]:
         if have.get(key) != want.get(key):
             raise ConfigError(
                 f"{setting}: the existing table {cfg.sink.table} was embedded with {key}={have.get(key)!r}, "
@@ -83,8 +90,10 @@ def _check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sch
                 "overwrite to rebuild it, or another sink.table"
             )
     if schema.remove_metadata() != wanted.remove_metadata():
-        raise ConfigError(f"source.columns: the existing table {cfg.sink.table} has columns {schema.names}, "
-                          f"this run would write {wanted.names}")
+        raise ConfigError(
+            f"source.columns: the existing table {cfg.sink.table} has columns {schema.names}, "
+            f"this run would write {wanted.names}"
+        )
 
 
 def _rows_per_batch(plan_fs: Any, shard: ShardInfo, text_column: str, batch_tokens: int) -> int:
@@ -121,14 +130,18 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
         raise ConfigError(f"model.name: {err}") from None
     max_tokens = effective_max_tokens(model, m.max_tokens)
     if model.max_positions and max_tokens > model.max_positions:
-        raise ConfigError(f"model.max_tokens: {max_tokens} is more than the model's limit of "
-                          f"{model.max_positions} tokens")
+        raise ConfigError(
+            f"model.max_tokens: {max_tokens} is more than the model's limit of {model.max_positions} tokens"
+        )
     if model.hidden_size is None:
-        raise ConfigError(f"model.name: cannot read the size of {m.name} (no config.json reachable); "
-                          "give a local path or make the hub reachable from the driver")
+        raise ConfigError(
+            f"model.name: cannot read the size of {m.name} (no config.json reachable); "
+            "give a local path or make the hub reachable from the driver"
+        )
     if m.dimensions is not None and m.dimensions > model.hidden_size:
-        raise ConfigError(f"model.dimensions: {m.dimensions} is larger than the model's "
-                          f"{model.hidden_size} dimensions ({m.name})")
+        raise ConfigError(
+            f"model.dimensions: {m.dimensions} is larger than the model's {model.hidden_size} dimensions ({m.name})"
+        )
     width = m.dimensions or model.hidden_size
     instruction = m.effective_instruction
 
@@ -147,8 +160,9 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     rejected_uri = table_uri(sink.uri, f"{sink.table}_rejected")
     existing = _open_existing_schema(main_uri, options)
     if existing is not None and sink.mode.value == "create":
-        raise ConfigError(f"sink.table: table {sink.table!r} already exists at {main_uri}; "
-                          "use sink.mode: overwrite or append")
+        raise ConfigError(
+            f"sink.table: table {sink.table!r} already exists at {main_uri}; use sink.mode: overwrite or append"
+        )
     if existing is not None and sink.mode.value == "append":
         _check_existing_table(cfg, existing, schema, main_uri)
     rejected_exists = _open_existing_schema(rejected_uri, options) is not None

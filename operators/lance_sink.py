@@ -79,8 +79,17 @@ class SinkSpec:
 class LanceFragmentWriter:
     """Writes each batch's good rows to the vector table and its rejected rows to `<table>_rejected`."""
 
-    REQUIRED = ("id", "vector", "reject_reason", "source_shard", "source_row", "n_tokens", "truncated",
-                "text_hash", "fingerprint")
+    REQUIRED = (
+        "id",
+        "vector",
+        "reject_reason",
+        "source_shard",
+        "source_row",
+        "n_tokens",
+        "truncated",
+        "text_hash",
+        "fingerprint",
+    )
 
     def __init__(self, spec: SinkSpec):
         self.spec = spec
@@ -103,8 +112,9 @@ class LanceFragmentWriter:
         out = []
         if good.num_rows:
             table = self._main_rows(good)
-            frags = write_fragments(table, self.spec.main_uri, schema=self.spec.schema,
-                                    storage_options=self.spec.storage_options or None)
+            frags = write_fragments(
+                table, self.spec.main_uri, schema=self.spec.schema, storage_options=self.spec.storage_options or None
+            )
             tokens = int(pc.sum(good.column("n_tokens")).as_py() or 0)
             out.append(("main", frags, good.num_rows, tokens, {}))
         if bad.num_rows:
@@ -117,8 +127,9 @@ class LanceFragmentWriter:
                 },
                 schema=REJECTED_SCHEMA,
             )
-            frags = write_fragments(table, self.spec.rejected_uri, schema=REJECTED_SCHEMA,
-                                    storage_options=self.spec.storage_options or None)
+            frags = write_fragments(
+                table, self.spec.rejected_uri, schema=REJECTED_SCHEMA, storage_options=self.spec.storage_options or None
+            )
             reasons = Counter(r.split(":", 1)[0] for r in bad.column("reject_reason").to_pylist())
             out.append(("rejected", frags, bad.num_rows, 0, dict(reasons)))
         return pa.table(
@@ -179,8 +190,7 @@ class _TableCommits:
         else:
             op = lance.LanceOperation.Append(self.pending)
             read_version = self.version
-        ds = lance.LanceDataset.commit(self.uri, op, read_version=read_version,
-                                       storage_options=self.storage_options)
+        ds = lance.LanceDataset.commit(self.uri, op, read_version=read_version, storage_options=self.storage_options)
         self.version = ds.version
         self.committed_rows += self.pending_rows
         self.pending, self.pending_rows = [], 0
@@ -204,8 +214,7 @@ class LanceCommitter:
     ):
         opts = spec.storage_options
         self.main = _TableCommits(spec.main_uri, spec.schema, mode != "append" or not main_exists, opts)
-        self.rejected = _TableCommits(spec.rejected_uri, REJECTED_SCHEMA, mode != "append" or not rejected_exists,
-                                      opts)
+        self.rejected = _TableCommits(spec.rejected_uri, REJECTED_SCHEMA, mode != "append" or not rejected_exists, opts)
         self.mode = mode
         self.every_rows = commit_every_rows
         self.every_seconds = commit_every_seconds

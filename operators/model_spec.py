@@ -102,14 +102,20 @@ def load_model_spec(name: str) -> ModelSpec:
         st_pooling = None
         if config is None:
             hidden, positions = KNOWN_MODELS.get(path, (None, None))
-            return ModelSpec(name=name, path=path, pooling="last" if "Qwen3" in path else "mean",
-                             hidden_size=hidden, max_positions=positions)
+            return ModelSpec(
+                name=name,
+                path=path,
+                pooling="last" if "Qwen3" in path else "mean",
+                hidden_size=hidden,
+                max_positions=positions,
+            )
     hidden = config.get("hidden_size") or config.get("d_model")
     positions = config.get("max_position_embeddings") or config.get("n_positions")
     if config.get("model_type") == "bert" and positions:
         positions = int(positions)
-    return ModelSpec(name=name, path=path, pooling=_pooling(config, st_pooling),
-                     hidden_size=hidden, max_positions=positions)
+    return ModelSpec(
+        name=name, path=path, pooling=_pooling(config, st_pooling), hidden_size=hidden, max_positions=positions
+    )
 
 
 def effective_max_tokens(spec: ModelSpec, configured: int | None) -> int:

@@ -100,8 +100,7 @@ def check_columns(shards: list[ShardInfo], id_column: str, text_column: str, ext
         for shard in shards:
             if col not in shard.schema.names:
                 raise SourceError(
-                    f"{setting}: column {col!r} is missing from source shard {shard.path} "
-                    f"(it has {shard.schema.names})"
+                    f"{setting}: column {col!r} is missing from source shard {shard.path} (it has {shard.schema.names})"
                 )
 
 

@@ -18,8 +18,11 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 # Dummy credentials for the loopback S3 server. Set at import, before the session's
 # Ray starts: its workers take the environment they are started with.
 S3_KEY, S3_SECRET = "testing-key", "testing-secret"
-for _k, _v in {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-               "AWS_DEFAULT_REGION": "us-east-1"}.items():
+for _k, _v in {
+    "AWS_ACCESS_KEY_ID": S3_KEY,
+    "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
     os.environ.setdefault(_k, _v)
 
 

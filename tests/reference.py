@@ -21,8 +21,14 @@ def qwen3_reference(model_dir, texts, *, instruction=None, max_tokens=512, dimen
     if instruction is not None:
         texts = [f"Instruct: {instruction}\nQuery:{t}" for t in texts]
     eod = tok.convert_tokens_to_ids("<|endoftext|>")
-    batch = tok(texts, padding=False, truncation=True, max_length=max_tokens - 1, add_special_tokens=False,
-                split_special_tokens=True)
+    batch = tok(
+        texts,
+        padding=False,
+        truncation=True,
+        max_length=max_tokens - 1,
+        add_special_tokens=False,
+        split_special_tokens=True,
+    )
     for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
         ids.append(eod)
         mask.append(1)

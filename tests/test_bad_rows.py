@@ -17,18 +17,23 @@ pytestmark = pytest.mark.engine
 def messy_source(tmp_path_factory):
     folder = tmp_path_factory.mktemp("messy")
     good = [(f"a{i}", f"The quick brown fox number {i} jumps over the lazy dog.") for i in range(20)]
-    shard0 = pa.table({
-        "id": [r[0] for r in good] + ["n1", "n2", "n3", None],
-        "text": [r[1] for r in good] + [None, "", "   \n\t", "orphan text without id"],
-    })
+    shard0 = pa.table(
+        {
+            "id": [r[0] for r in good] + ["n1", "n2", "n3", None],
+            "text": [r[1] for r in good] + [None, "", "   \n\t", "orphan text without id"],
+        }
+    )
     # non-string text: the whole shard's rows are rejected, not the run
     shard1 = pa.table({"id": ["i1", "i2"], "text": pa.array([1, 2], pa.int64())})
     # binary text, one row not UTF-8; a duplicate of a3; special-token text embedded as plain text
-    shard2 = pa.table({
-        "id": ["b1", "b2", "a3", "b3"],
-        "text": pa.array([b"valid bytes text", b"\xff\xfe broken", b"dup of a3", b"ends early <|endoftext|> no"],
-                         pa.binary()),
-    })
+    shard2 = pa.table(
+        {
+            "id": ["b1", "b2", "a3", "b3"],
+            "text": pa.array(
+                [b"valid bytes text", b"\xff\xfe broken", b"dup of a3", b"ends early <|endoftext|> no"], pa.binary()
+            ),
+        }
+    )
     # integer ids become their decimal strings
     shard3 = pa.table({"id": pa.array([100, 101], pa.int64()), "text": ["integer id one", "integer id two"]})
     return write_shards(folder, [shard0, shard1, shard2, shard3]), good
@@ -39,8 +44,14 @@ def test_every_row_is_written_or_rejected_with_its_reason(messy_source, tiny_qwe
     summary = run_job(job_config(src, tmp_path / "db", tiny_qwen3))
     assert summary.rows_read == 32
     assert summary.rows_written + summary.rows_rejected == summary.rows_read
-    assert summary.rejected_by_reason == {"null_text": 1, "empty_text": 2, "null_id": 1, "text_not_string": 2,
-                                          "text_not_utf8": 1, "duplicate_id": 1}
+    assert summary.rejected_by_reason == {
+        "null_text": 1,
+        "empty_text": 2,
+        "null_id": 1,
+        "text_not_string": 2,
+        "text_not_utf8": 1,
+        "duplicate_id": 1,
+    }
 
     table = read_table(str(tmp_path / "db"), "docs")
     ids = table["id"].to_pylist()
@@ -57,7 +68,11 @@ def test_every_row_is_written_or_rejected_with_its_reason(messy_source, tiny_qwe
     assert all(r["source_shard"].endswith(".parquet") for r in rejected)
 
     # each vector belongs to its own id: recompute a sample with the reference
-    texts = dict(good) | {"a3": dict(good)["a3"] if dup["source_shard"].endswith("2.parquet") else "dup of a3"} | {"b1": "valid bytes text", "b3": "ends early <|endoftext|> no", "100": "integer id one"}
+    texts = (
+        dict(good)
+        | {"a3": dict(good)["a3"] if dup["source_shard"].endswith("2.parquet") else "dup of a3"}
+        | {"b1": "valid bytes text", "b3": "ends early <|endoftext|> no", "100": "integer id one"}
+    )
     sample = ["a0", "a3", "a7", "a19", "b1", "b3", "100"]
     vec = dict(zip(ids, table["vector"].to_pylist(), strict=True))
     got = np.array([vec[i] for i in sample], dtype=np.float32)
@@ -84,7 +99,11 @@ def test_existing_table_is_protected(messy_source, tiny_qwen3, ray_session, tmp_
 
 
 def test_missing_text_column_fails_before_anything_runs(tiny_qwen3, tmp_path):
-    src = write_shards(tmp_path / "src", [pa.table({"id": ["x"], "text": ["ok"]}), pa.table({"id": ["y"], "body": ["b"]})])
-    with pytest.raises(ConfigError, match=r"source.text_column: column 'text' is missing from source shard .*part-00001"):
+    src = write_shards(
+        tmp_path / "src", [pa.table({"id": ["x"], "text": ["ok"]}), pa.table({"id": ["y"], "body": ["b"]})]
+    )
+    with pytest.raises(
+        ConfigError, match=r"source.text_column: column 'text' is missing from source shard .*part-00001"
+    ):
         run_job(job_config(src, tmp_path / "db", tiny_qwen3))
     assert not (tmp_path / "db").exists()

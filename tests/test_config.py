@@ -63,8 +63,16 @@ def test_queries_default_to_the_model_card_instruction():
 
 
 def test_set_overrides_any_key_with_yaml_values():
-    raw = apply_overrides(cfg(), ["model.dimensions=256", "sink.table=docs_256", "engine.actors.max=4",
-                                  "engine.vllm.enforce_eager=false", "model.instruction="])
+    raw = apply_overrides(
+        cfg(),
+        [
+            "model.dimensions=256",
+            "sink.table=docs_256",
+            "engine.actors.max=4",
+            "engine.vllm.enforce_eager=false",
+            "model.instruction=",
+        ],
+    )
     assert raw["model"]["dimensions"] == 256
     assert raw["sink"]["table"] == "docs_256"
     assert raw["engine"]["actors"]["max"] == 4
@@ -72,8 +80,9 @@ def test_set_overrides_any_key_with_yaml_values():
     assert raw["model"]["instruction"] == ""
 
 
-@pytest.mark.parametrize(("item", "message"), [("model.dimensions", "expected KEY=VALUE"),
-                                               ("sink.table.x=1", "sink.table: is a value")])
+@pytest.mark.parametrize(
+    ("item", "message"), [("model.dimensions", "expected KEY=VALUE"), ("sink.table.x=1", "sink.table: is a value")]
+)
 def test_bad_overrides(item, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(cfg(), [item])
@@ -105,8 +114,9 @@ def test_cli_reports_config_errors_fast_without_starting_ray(tmp_path: Path):
     f.write_text(f"source: {{uri: {tmp_path}/nothing/}}\nsink: {{uri: {tmp_path}/db, table: t}}\n")
     for cmd in ([sys.executable, "-m", "jobs.embed"], [str(Path(sys.executable).parent / "batch-embed"), "embed"]):
         t0 = time.monotonic()
-        out = subprocess.run([*cmd, "--config", str(f), "--set", "model.dimensions=8"], capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            [*cmd, "--config", str(f), "--set", "model.dimensions=8"], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 2, out.stderr
         assert "source.uri: no Parquet files found" in out.stderr
         assert "Started a local Ray" not in out.stderr

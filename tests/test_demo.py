@@ -18,8 +18,9 @@ def test_demo_config_finds_sensible_neighbours(minilm_path, ray_session, tmp_pat
 
     n = write_corpus(tmp_path / "demo")
     assert n > 1000
-    cfg = load_config("configs/demo.yaml", [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}",
-                                            "run.progress=false"])
+    cfg = load_config(
+        "configs/demo.yaml", [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}", "run.progress=false"]
+    )
     summary = run(cfg)
     assert summary.rows_written + summary.rows_rejected == n
 

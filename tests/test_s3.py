@@ -29,15 +29,20 @@ def test_s3_source_and_sink(s3_endpoint, tiny_qwen3, ray_session):
             pq.write_table(pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part]}), f)
 
     # Only the endpoint is configured; credentials come from the environment.
-    raw = job_config("s3://corpus/nightly/", "s3://lake/db", tiny_qwen3,
-                     source={"storage_options": {"endpoint_url": s3_endpoint}},
-                     sink={"storage_options": {"endpoint_url": s3_endpoint}})
+    raw = job_config(
+        "s3://corpus/nightly/",
+        "s3://lake/db",
+        tiny_qwen3,
+        source={"storage_options": {"endpoint_url": s3_endpoint}},
+        sink={"storage_options": {"endpoint_url": s3_endpoint}},
+    )
     summary = run_job(raw)
     assert summary.shards == 3 and summary.rows_written == 30 and summary.rows_rejected == 0
     assert summary.table_uri == "s3://lake/db/docs.lance"
 
-    table = read_table("s3://lake/db", "docs", {"aws_endpoint": s3_endpoint, "allow_http": "true",
-                                                "aws_region": "us-east-1"})
+    table = read_table(
+        "s3://lake/db", "docs", {"aws_endpoint": s3_endpoint, "allow_http": "true", "aws_region": "us-east-1"}
+    )
     by_id = dict(zip(table["id"].to_pylist(), table["vector"].to_pylist(), strict=True))
     got = np.array([by_id[r[0]] for r in rows], dtype=np.float32)
     assert cosines(got, qwen3_reference(tiny_qwen3, [r[1] for r in rows])).min() >= 0.999

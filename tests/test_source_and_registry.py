@@ -38,7 +38,9 @@ def test_missing_column_names_column_and_shard(tmp_path):
     fs, files = list_shards(str(tmp_path), {})
     shards = inspect_shards(fs, files)
     assert [s.num_rows for s in shards] == [1, 1]
-    with pytest.raises(SourceError, match=r"source.text_column: column 'text' is missing from source shard .*part-00001"):
+    with pytest.raises(
+        SourceError, match=r"source.text_column: column 'text' is missing from source shard .*part-00001"
+    ):
         check_columns(shards, "id", "text", [])
     with pytest.raises(SourceError, match="source.columns: column 'lang' is missing"):
         check_columns(shards[:1], "id", "text", ["lang"])

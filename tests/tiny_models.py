@@ -18,7 +18,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # tokens ("yes" and "no" must each be one id).
 _TRAINING_TEXT = [
     "Judge whether the Document meets the requirements based on the Query and the "
-    "Instruct provided. Note that the answer can only be \"yes\" or \"no\".",
+    'Instruct provided. Note that the answer can only be "yes" or "no".',
     "system user assistant <think> </think> Instruct Query Document yes no",
     "Given a web search query, retrieve relevant passages that answer the query",
     "The quick brown fox jumps over the lazy dog. A search engine ranks documents.",
