@@ -150,6 +150,11 @@ class EngineConfig(_Strict):
         "auto", description="GPUs per engine actor; `auto`: 1 if the cluster has GPUs, else 0 (CPU engine)."
     )
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each engine actor.")
+    threads_per_actor: int | Literal["auto"] = Field(
+        "auto",
+        description="Compute threads of a CPU engine; `auto`: a node's cores divided by actors.max. "
+        "Ray would otherwise pin an actor with 1 CPU to 1 thread.",
+    )
     batch_tokens: int = Field(
         16384, ge=64, description="Token budget of one engine call; Ray batches are sized to about this."
     )
@@ -162,6 +167,13 @@ class EngineConfig(_Strict):
     def _non_negative(cls, v: float | str) -> float | str:
         if v != "auto" and v < 0:
             raise ValueError("must be >= 0 or 'auto'")
+        return v
+
+    @field_validator("threads_per_actor")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
         return v
 
     @field_validator("vllm")

@@ -40,6 +40,7 @@ def test_defaults_need_only_source_and_sink():
         (cfg(model={"instruction": "x"}), "model.instruction: documents are embedded without an instruction"),
         (cfg(engine={"actors": {"min": 3, "max": 2}}), "engine.actors: max (2) is smaller than min (3)"),
         (cfg(engine={"gpus_per_actor": -1}), "engine.gpus_per_actor"),
+        (cfg(engine={"threads_per_actor": 0}), "engine.threads_per_actor"),
         (cfg(engine={"vllm": {"dtype": "half"}}), "engine.vllm: ['dtype'] are set from the model section"),
         (cfg(sink={"mode": "upsert"}), "sink.mode: Input should be 'create', 'overwrite' or 'append'"),
         (cfg(sink={"table": "a/b"}), "sink.table: use letters"),
