@@ -203,6 +203,16 @@ class SinkConfig(_Strict):
     rows_per_fragment: int = Field(10_000, ge=1, description="Rows a writer gathers into one Lance fragment.")
     commit_every_rows: int = Field(100_000, ge=1, description="Commit written fragments after this many rows.")
     commit_every_seconds: float = Field(60.0, gt=0, description="... or after this many seconds.")
+    lock_timeout_seconds: float = Field(
+        900.0, gt=0, description="A writer's table lock counts as abandoned after this long without a commit "
+        "(sooner on the same host, as soon as its process is gone)."
+    )
+
+    @model_validator(mode="after")
+    def _lock_outlives_commits(self) -> SinkConfig:
+        if self.lock_timeout_seconds <= self.commit_every_seconds:
+            raise ValueError(".lock_timeout_seconds: must be longer than sink.commit_every_seconds")
+        return self
 
     @field_validator("table")
     @classmethod

@@ -8,6 +8,7 @@ import os
 import sys
 
 from jobs.config import ConfigError, EmbedJobConfig, load_config
+from operators.table_lock import TableLockedError
 
 log = logging.getLogger("batch_embed")
 
@@ -68,6 +69,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"config error:\n{err}", file=sys.stderr)
         return 2
+    except TableLockedError as err:
+        print(f"table locked:\n{err}", file=sys.stderr)
+        return 3
     print(summary.render())
     return 0
 

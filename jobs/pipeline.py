@@ -6,18 +6,26 @@ read (ParquetShardSource) -> RowValidator (tasks) -> Embedder (autoscaling actor
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any
+
+import numpy as np
 
 from jobs.plan import EmbedPlan
 from jobs.summary import RunSummary, write_summary
 from operators.embedder import Embedder, EmbedderSpec
 from operators.id_registry import IdRegistry
-from operators.lance_sink import LanceCommitter, LanceFragmentWriter
+from operators.lance_committer import LanceCommitter
+from operators.lance_sink import LanceFragmentWriter
 from operators.parquet_source import ParquetShardSource
 from operators.row_validator import RowValidator
+from operators.run_ledger import remove_orphans
 from operators.storage import s3fs_storage_options
+from operators.table_lock import TableLock
+
+log = logging.getLogger("batch_embed")
 
 # Worker environment of the engine actors: the engine runs in the actor's own
 # process, and vLLM's per-request INFO lines would drown the driver's log.
@@ -61,7 +69,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any):
 
     cfg = plan.config
     src, eng = cfg.source, cfg.engine
-    source = ParquetShardSource(plan.fs, plan.shards, src.id_column, src.text_column, src.columns)
+    source = ParquetShardSource(plan.fs, plan.shards, src.id_column, src.text_column, src.columns, done=plan.done)
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
     embedder = EmbedderSpec(
         model=plan.model,
@@ -99,6 +107,46 @@ def default_summary_path(plan: EmbedPlan, started: datetime) -> str:
     return f"{sink.uri.rstrip('/')}/_runs/{sink.table}-{stamp}.json"
 
 
+def lock_path(plan: EmbedPlan) -> str:
+    sink = plan.config.sink
+    return f"{sink.uri.rstrip('/')}/_locks/{sink.table}.json"
+
+
+def committed_id_hashes(plan: EmbedPlan, chunk: int = 65536):
+    """64-bit hashes of the ids this run already committed, in chunks.
+
+    Reads only the `id` column of the fragments this run wrote (fragment id above
+    the run's floor): the cost grows with the interrupted run's rows, not the table's.
+    """
+    from operators.run_ledger import open_dataset
+    from operators.vectors import id_hash64
+
+    ds = open_dataset(plan.sink.main_uri, plan.sink.storage_options)
+    if ds is None:
+        return
+    fragments = [f for f in ds.get_fragments() if f.fragment_id > plan.fragment_floor]
+    if not fragments:
+        return
+    # `ds.to_batches(fragments=...)` silently reads every fragment (pylance 14); the scanner honours it.
+    for batch in ds.scanner(columns=["id"], fragments=fragments, batch_size=chunk).to_batches():
+        yield np.fromiter((id_hash64(i) for i in batch.column(0).to_pylist()), dtype=np.uint64)
+
+
+def seed_registry(plan: EmbedPlan, registry: Any) -> int:
+    """Claim the ids this run already committed, so a resumed run still rejects their duplicates."""
+    import ray
+
+    seeded = 0
+    for hashes in committed_id_hashes(plan):
+        ray.get(registry.claim.remote(hashes, np.full(len(hashes), COMMITTED_OWNER, dtype=np.uint64)))
+        seeded += len(hashes)
+    return seeded
+
+
+# Owner recorded for ids committed by an earlier attempt: no source row of this attempt has it.
+COMMITTED_OWNER = np.iinfo(np.uint64).max
+
+
 def run_pipeline(plan: EmbedPlan) -> RunSummary:
     """Run the pipeline, committing as fragments arrive; returns the summary (also written as JSON)."""
     import ray
@@ -109,27 +157,48 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     DataContext.get_current().enable_progress_bars = cfg.run.progress
-    gpus = resolve_gpus(cfg.engine.gpus_per_actor)
-    registry = ray.remote(num_cpus=0)(IdRegistry).remote()
-    committer = LanceCommitter(
-        plan.sink,
-        mode=cfg.sink.mode.value,
-        main_exists=plan.main_exists,
-        rejected_exists=plan.rejected_exists,
-        commit_every_rows=cfg.sink.commit_every_rows,
-        commit_every_seconds=cfg.sink.commit_every_seconds,
-    )
-    bar = tqdm(total=plan.total_rows, unit="row", desc="embedded", disable=not cfg.run.progress)
+    lock = TableLock(lock_path(plan), plan.run_id, s3fs_storage_options(cfg.sink.storage_options)
+                     if "://" in cfg.sink.uri else {}, cfg.sink.lock_timeout_seconds)
+    lock.acquire()
     try:
-        for batch in build_pipeline(plan, gpus, registry).iter_batches(batch_size=None, batch_format="pyarrow"):
-            for row in batch.to_pylist():
-                committer.add(row)
-                bar.update(row["rows"])
-            committer.maybe_commit()
-        committer.finish()
+        if plan.resuming:
+            log.info("resuming run %s: %d rows already committed", plan.run_id, plan.rows_done)
+        gpus = resolve_gpus(cfg.engine.gpus_per_actor)
+        registry = ray.remote(num_cpus=0)(IdRegistry).remote()
+        if plan.resuming:
+            seed_registry(plan, registry)
+        committer = LanceCommitter.for_run(
+            plan.sink,
+            mode=cfg.sink.mode.value,
+            main_version=plan.main_version,
+            rejected_version=plan.rejected_version,
+            resuming=plan.resuming,
+            run_id=plan.run_id,
+            source=plan.source_signature,
+            floor=plan.fragment_floor,
+            commit_every_rows=cfg.sink.commit_every_rows,
+            commit_every_seconds=cfg.sink.commit_every_seconds,
+            on_commit=lock.refresh,
+        )
+        bar = tqdm(total=plan.total_rows, initial=plan.rows_done, unit="row", desc="embedded",
+                   disable=not cfg.run.progress)
+        try:
+            pipeline = build_pipeline(plan, gpus, registry)
+            for batch in pipeline.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in batch.to_pylist():
+                    committer.add(row)
+                    bar.update(row["rows"])
+                committer.maybe_commit()
+            committer.finish()
+            # Files of killed attempts and of retried writer tasks were never committed;
+            # removing them needs the lock this run still holds.
+            orphans = remove_orphans(plan.sink.main_uri, plan.sink.rejected_uri,
+                                     storage_options=plan.sink.storage_options)
+        finally:
+            bar.close()
+            ray.kill(registry)
     finally:
-        bar.close()
-        ray.kill(registry)
+        lock.release()
 
     summary = RunSummary(
         table=cfg.sink.table,
@@ -144,16 +213,19 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         rows_read=plan.total_rows,
         rows_written=committer.rows_written,
         rows_rejected=committer.rows_rejected,
+        rows_resumed=plan.rows_done,
         rejected_by_reason=dict(committer.reasons),
         tokens=committer.tokens,
         seconds=time.monotonic() - t0,
         commits=committer.commits,
+        run_id=plan.run_id,
+        orphans_removed=orphans,
         actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus},
     )
-    if summary.rows_written + summary.rows_rejected != summary.rows_read:
+    if summary.rows_written + summary.rows_rejected + summary.rows_resumed != summary.rows_read:
         raise RuntimeError(
             f"row accounting mismatch: read {summary.rows_read}, written {summary.rows_written}, "
-            f"rejected {summary.rows_rejected}"
+            f"rejected {summary.rows_rejected}, committed by earlier attempts {summary.rows_resumed}"
         )
     summary.summary_path = cfg.run.summary_path or default_summary_path(plan, started)
     options = s3fs_storage_options(cfg.sink.storage_options) if "://" in summary.summary_path else {}

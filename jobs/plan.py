@@ -8,16 +8,19 @@ any engine starts, with the setting's path in the message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from jobs.config import ConfigError, EmbedJobConfig
+from operators import progress as prog
 from operators.engine import EngineSpec
 from operators.lance_sink import SinkSpec, main_schema, read_provenance, table_uri
 from operators.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
 from operators.parquet_source import ShardInfo, SourceError, check_columns, inspect_shards, list_shards
+from operators.run_ledger import max_fragment_id, open_dataset, read_ledger
 from operators.storage import lance_storage_options
 
 # Rough characters per token, only to size Ray batches near the token budget;
@@ -37,9 +40,18 @@ class EmbedPlan:
     instruction: str
     extra_fields: list[pa.Field]
     sink: SinkSpec
-    main_exists: bool
-    rejected_exists: bool
+    main_version: int | None  # current version of the vector table, None if it does not exist
+    rejected_version: int | None
     rows_per_batch: int
+    run_id: str
+    source_signature: str
+    fragment_floor: int  # fragments with a higher id were written by this run
+    resuming: bool = False
+    done: prog.Progress = field(default_factory=dict)  # rows already committed by this run
+
+    @property
+    def rows_done(self) -> int:
+        return prog.total_rows(self.done)
 
     @property
     def total_rows(self) -> int:
@@ -55,16 +67,6 @@ class EmbedPlan:
             trust_remote_code=m.trust_remote_code,
             extra=dict(self.config.engine.vllm),
         )
-
-
-def _open_existing_schema(uri: str, storage_options: dict[str, str]) -> pa.Schema | None:
-    import lance
-
-    try:
-        return lance.dataset(uri, storage_options=storage_options or None).schema
-    except (ValueError, FileNotFoundError, OSError):
-        # Lance reports a missing dataset as ValueError("... was not found").
-        return None
 
 
 def _check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Schema, uri: str) -> None:
@@ -158,14 +160,16 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     options = lance_storage_options(sink.storage_options)
     main_uri = table_uri(sink.uri, sink.table)
     rejected_uri = table_uri(sink.uri, f"{sink.table}_rejected")
-    existing = _open_existing_schema(main_uri, options)
-    if existing is not None and sink.mode.value == "create":
+    main_ds = open_dataset(main_uri, options)
+    rejected_ds = open_dataset(rejected_uri, options)
+    signature = prog.source_signature((s.path, s.num_rows) for s in shards)
+    resume = None if sink.mode.value == "overwrite" else _find_unfinished_run(cfg, main_ds, rejected_ds, signature)
+    if main_ds is not None and sink.mode.value == "create" and resume is None:
         raise ConfigError(
             f"sink.table: table {sink.table!r} already exists at {main_uri}; use sink.mode: overwrite or append"
         )
-    if existing is not None and sink.mode.value == "append":
-        _check_existing_table(cfg, existing, schema, main_uri)
-    rejected_exists = _open_existing_schema(rejected_uri, options) is not None
+    if main_ds is not None and sink.mode.value != "overwrite":
+        _check_existing_table(cfg, main_ds.schema, schema, main_uri)
 
     return EmbedPlan(
         config=cfg,
@@ -177,7 +181,31 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
         instruction=instruction,
         extra_fields=extra_fields,
         sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options),
-        main_exists=existing is not None,
-        rejected_exists=rejected_exists,
+        main_version=main_ds.version if main_ds is not None else None,
+        rejected_version=rejected_ds.version if rejected_ds is not None else None,
         rows_per_batch=_rows_per_batch(fs, shards[0], src.text_column, cfg.engine.batch_tokens),
+        run_id=resume[0] if resume else uuid.uuid4().hex,
+        source_signature=signature,
+        fragment_floor=resume[2] if resume else max_fragment_id(main_ds),
+        resuming=resume is not None,
+        done=resume[1] if resume else {},
     )
+
+
+def _find_unfinished_run(cfg: EmbedJobConfig, main_ds: Any, rejected_ds: Any, signature: str):
+    """(run id, committed progress, fragment floor) of a killed run over this source, or None."""
+    ledgers = [read_ledger(ds) if ds is not None else None for ds in (main_ds, rejected_ds)]
+    unfinished = [lg for lg in ledgers if lg is not None and not lg.complete]
+    if not unfinished:
+        return None
+    run = unfinished[0]
+    if run.source != signature:
+        raise ConfigError(
+            f"source.uri: table {cfg.sink.table!r} holds an unfinished run ({run.run_id}) over a different "
+            "source listing (shards or row counts changed since it was killed). Re-run with the original source "
+            "to finish it, or use sink.mode: overwrite to rebuild the table"
+        )
+    same = [lg for lg in ledgers if lg is not None and lg.run_id == run.run_id]
+    main_floor = ledgers[0].fragment_floor if ledgers[0] is not None and ledgers[0].run_id == run.run_id else None
+    floor = main_floor if main_floor is not None else max_fragment_id(main_ds)
+    return run.run_id, prog.merge_progress(*(lg.done for lg in same)), floor

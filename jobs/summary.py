@@ -21,10 +21,13 @@ class RunSummary:
     rows_read: int
     rows_written: int
     rows_rejected: int
+    rows_resumed: int  # committed by earlier, killed attempts of this run
     rejected_by_reason: dict[str, int]
     tokens: int
     seconds: float
     commits: int
+    run_id: str = ""
+    orphans_removed: int = 0  # uncommitted files of killed attempts / retried tasks, deleted at the end
     actors: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
 
@@ -53,7 +56,8 @@ class RunSummary:
             f"table          {self.table}  (version {self.table_version})  {self.table_uri}",
             f"model          {self.model}  dims={self.dimensions}  mode={self.mode}",
             f"rows           read {self.rows_read:,} from {self.shards} shard(s)  written {self.rows_written:,}  "
-            f"rejected {self.rows_rejected:,}",
+            f"rejected {self.rows_rejected:,}"
+            + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
             f"rejected       {reasons}  -> {self.rejected_table} (version {self.rejected_version})",
             f"tokens         {self.tokens:,}",
             f"time           {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   {self.tokens_per_s:,.0f} tokens/s",

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators import faults
 from operators.contract import require_columns
 from operators.engine import EmbeddingEngine, EngineSpec
 from operators.model_spec import END_TOKEN, ModelSpec
@@ -95,6 +96,7 @@ class Embedder:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED, "Embedder")
+        faults.point("embed_batch")
         spec = self.spec
         n = batch.num_rows
         ok = pc.is_null(batch.column("reject_reason")).to_numpy(zero_copy_only=False)

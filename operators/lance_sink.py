@@ -4,9 +4,10 @@
 - needs `id`, `vector`, `reject_reason`, `source_shard`, `source_row`, `n_tokens`, `truncated`,
   `text_hash`, `fingerprint` and the copied source columns.
 - returns one row per table it wrote to: `table` ("main" | "rejected"), `fragments`
-  (JSON list of Lance fragment metadata), `rows`, `tokens`, `reasons` (JSON counts).
+  (JSON list of Lance fragment metadata), `rows`, `tokens`, `reasons` (JSON counts),
+  `progress` (JSON row ranges per shard that these fragments hold).
 
-Nothing a worker writes is visible until `LanceCommitter` commits it, so a killed
+Nothing a worker writes is visible until `LanceCommitter` (lance_committer.py) commits it, so a killed
 job leaves at most unreferenced files, never a half-visible batch. Ray's own
 `write_lance` is not used: it breaks on pylance 14 and commits only at the end.
 """
@@ -14,7 +15,6 @@ job leaves at most unreferenced files, never a half-visible batch. Ray's own
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.contract import require_columns
+from operators.progress import dumps, progress_of
 
 METADATA_KEY = b"batch_embed"
 
@@ -110,13 +111,17 @@ class LanceFragmentWriter:
         good = batch.filter(pc.invert(rejected_mask))
         bad = batch.filter(rejected_mask)
         out = []
+
+        def covered(rows: pa.Table) -> str:
+            return dumps(progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist()))
+
         if good.num_rows:
             table = self._main_rows(good)
             frags = write_fragments(
                 table, self.spec.main_uri, schema=self.spec.schema, storage_options=self.spec.storage_options or None
             )
             tokens = int(pc.sum(good.column("n_tokens")).as_py() or 0)
-            out.append(("main", frags, good.num_rows, tokens, {}))
+            out.append(("main", frags, good.num_rows, tokens, {}, covered(good)))
         if bad.num_rows:
             table = pa.table(
                 {
@@ -131,7 +136,7 @@ class LanceFragmentWriter:
                 table, self.spec.rejected_uri, schema=REJECTED_SCHEMA, storage_options=self.spec.storage_options or None
             )
             reasons = Counter(r.split(":", 1)[0] for r in bad.column("reject_reason").to_pylist())
-            out.append(("rejected", frags, bad.num_rows, 0, dict(reasons)))
+            out.append(("rejected", frags, bad.num_rows, 0, dict(reasons), covered(bad)))
         return pa.table(
             {
                 "table": [o[0] for o in out],
@@ -139,6 +144,7 @@ class LanceFragmentWriter:
                 "rows": pa.array([o[2] for o in out], pa.int64()),
                 "tokens": pa.array([o[3] for o in out], pa.int64()),
                 "reasons": [json.dumps(o[4]) for o in out],
+                "progress": [o[5] for o in out],
             },
             schema=WRITER_OUTPUT_SCHEMA,
         )
@@ -162,101 +168,6 @@ WRITER_OUTPUT_SCHEMA = pa.schema(
         pa.field("rows", pa.int64()),
         pa.field("tokens", pa.int64()),
         pa.field("reasons", pa.string()),
+        pa.field("progress", pa.string()),
     ]
 )
-
-
-class _TableCommits:
-    """Commit state of one Lance table: pending fragments and the version they build on."""
-
-    def __init__(self, uri: str, schema: pa.Schema, replace: bool, storage_options: dict[str, str]):
-        self.uri = uri
-        self.schema = schema
-        self.replace = replace  # first commit is an Overwrite (create / overwrite), later ones Append
-        self.storage_options = storage_options or None
-        self.pending: list[Any] = []
-        self.version: int | None = None
-        self.committed_rows = 0
-        self.pending_rows = 0
-
-    def commit(self) -> None:
-        import lance
-
-        if not self.pending and not (self.replace and self.version is None):
-            return
-        if self.version is None and self.replace:
-            op = lance.LanceOperation.Overwrite(self.schema, self.pending)
-            read_version = None
-        else:
-            op = lance.LanceOperation.Append(self.pending)
-            read_version = self.version
-        ds = lance.LanceDataset.commit(self.uri, op, read_version=read_version, storage_options=self.storage_options)
-        self.version = ds.version
-        self.committed_rows += self.pending_rows
-        self.pending, self.pending_rows = [], 0
-
-
-class LanceCommitter:
-    """Collects writer outputs on the driver and commits them every N rows / T seconds.
-
-    `overwrite` mode holds everything for one final Overwrite commit, so the
-    previous table stays the current version until the new one is complete.
-    """
-
-    def __init__(
-        self,
-        spec: SinkSpec,
-        mode: str,
-        main_exists: bool,
-        rejected_exists: bool,
-        commit_every_rows: int,
-        commit_every_seconds: float,
-    ):
-        opts = spec.storage_options
-        self.main = _TableCommits(spec.main_uri, spec.schema, mode != "append" or not main_exists, opts)
-        self.rejected = _TableCommits(spec.rejected_uri, REJECTED_SCHEMA, mode != "append" or not rejected_exists, opts)
-        self.mode = mode
-        self.every_rows = commit_every_rows
-        self.every_seconds = commit_every_seconds
-        self._last_commit = time.monotonic()
-        self.tokens = 0
-        self.reasons: Counter[str] = Counter()
-        self.commits = 0
-
-    def add(self, row: dict[str, Any]) -> None:
-        from lance.fragment import FragmentMetadata
-
-        target = self.main if row["table"] == "main" else self.rejected
-        target.pending.extend(FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(row["fragments"]))
-        target.pending_rows += row["rows"]
-        self.tokens += row["tokens"]
-        self.reasons.update(json.loads(row["reasons"]))
-
-    def maybe_commit(self) -> bool:
-        if self.mode == "overwrite":
-            return False
-        pending = self.main.pending_rows + self.rejected.pending_rows
-        due = time.monotonic() - self._last_commit >= self.every_seconds
-        if pending and (pending >= self.every_rows or due):
-            self._commit()
-            return True
-        return False
-
-    def finish(self) -> None:
-        self._commit()
-
-    def _commit(self) -> None:
-        # Rejected rows first: a crash between the two commits then at worst leaves
-        # rows both rejected-and-retried, never vectors without their rejects.
-        self.rejected.commit()
-        self.main.commit()
-        self.commits += 1
-        self._last_commit = time.monotonic()
-
-    @property
-    def rows_written(self) -> int:
-        return self.main.committed_rows
-
-    @property
-    def rows_rejected(self) -> int:
-        return self.rejected.committed_rows

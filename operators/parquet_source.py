@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from operators.progress import count_in, in_ranges
+
 STREAM_COLUMNS = ("id", "text", "source_shard", "source_row", "reject_reason")
 
 
@@ -190,6 +192,7 @@ class ParquetShardSource(Datasource):
         extra_columns: list[str],
         rows_per_block: int = 4096,
         rows_per_task: int = 200_000,
+        done: dict[str, list[list[int]]] | None = None,
     ):
         self._fs = fs
         self._shards = shards
@@ -199,6 +202,7 @@ class ParquetShardSource(Datasource):
         self._extra_fields = [first.field(c) for c in extra_columns]
         self._rows_per_block = rows_per_block
         self._rows_per_task = rows_per_task
+        self._done = done or {}
 
     @property
     def schema(self) -> pa.Schema:
@@ -208,7 +212,7 @@ class ParquetShardSource(Datasource):
         return sum(s.num_rows for s in self._shards) * 512
 
     def _ranges(self) -> list[tuple[ShardInfo, list[int], int]]:
-        """(shard, row-group indices, first row) per read task."""
+        """(shard, row-group indices, first row) per read task; units already committed are left out."""
         out = []
         for shard in self._shards:
             groups: list[int] = []
@@ -222,24 +226,35 @@ class ParquetShardSource(Datasource):
                 rows += n
             if groups:
                 out.append((shard, groups, start))
-        return out
+        return [u for u in out if not self._all_done(*u)]
+
+    def _all_done(self, shard: ShardInfo, groups: list[int], first_row: int) -> bool:
+        n = sum(shard.row_group_rows[g] for g in groups)
+        return count_in(self._done.get(shard.path, []), first_row, first_row + n) == n
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
         fs, id_col, text_col = self._fs, self._id_column, self._text_column
-        extra_fields, block_rows = self._extra_fields, self._rows_per_block
+        extra_fields, block_rows, done = self._extra_fields, self._rows_per_block, self._done
         columns = list(dict.fromkeys([id_col, text_col, *[f.name for f in extra_fields]]))
         tasks = []
         for shard, groups, first_row in self._ranges():
+            skip = done.get(shard.path, [])
             num_rows = sum(shard.row_group_rows[g] for g in groups)
+            num_rows -= count_in(skip, first_row, first_row + num_rows)
 
-            def read(shard=shard, groups=groups, first_row=first_row) -> Iterator[pa.Table]:
+            def read(shard=shard, groups=groups, first_row=first_row, skip=skip) -> Iterator[pa.Table]:
                 with fs.open(_fs_path(fs, shard.path), "rb") as f:
                     pf = pq.ParquetFile(f)
                     row = first_row
                     for batch in pf.iter_batches(batch_size=block_rows, row_groups=groups, columns=columns):
                         table = pa.Table.from_batches([batch])
-                        yield normalize_block(table, shard.path, row, id_col, text_col, extra_fields)
+                        block = normalize_block(table, shard.path, row, id_col, text_col, extra_fields)
                         row += table.num_rows
+                        if skip:  # rows a killed attempt of this run already committed
+                            keep = ~in_ranges(block.column("source_row").to_numpy(), skip)
+                            block = block.filter(pa.array(keep))
+                        if block.num_rows:
+                            yield block
 
             meta = BlockMetadata(num_rows=num_rows, size_bytes=None, exec_stats=None, input_files=(shard.path,))
             tasks.append(ReadTask(read, meta, schema=self.schema))
