@@ -51,6 +51,7 @@ class SinkMode(str, Enum):
     create = "create"
     overwrite = "overwrite"
     append = "append"
+    sync = "sync"
 
 
 class VectorDtype(str, Enum):
@@ -193,8 +194,9 @@ class SinkConfig(_Strict):
     table: str = Field(description="Table name; rejected rows go to `<table>_rejected`.")
     mode: SinkMode = Field(
         SinkMode.create,
-        description="create: fail if the table exists; overwrite: replace it atomically at the end; "
-        "append: add rows to it.",
+        description="create: fail if the table exists; overwrite: replace it atomically at the end (the way "
+        "to rebuild with another model); append: add rows to it; sync: embed only new and changed rows "
+        "(by fingerprint) and replace their old vectors.",
     )
     vector_dtype: VectorDtype = Field(VectorDtype.float32, description="Stored vector element type.")
     storage_options: dict[str, Any] = Field(
@@ -222,6 +224,12 @@ class SinkConfig(_Strict):
         return v
 
 
+class SyncConfig(_Strict):
+    delete_missing: bool = Field(
+        False, description="sync mode: delete table rows whose id is no longer a valid row of the source."
+    )
+
+
 class RunConfig(_Strict):
     ray_address: str | None = Field(
         None, description="Ray cluster to join; default: RAY_ADDRESS, or a local Ray on 127.0.0.1."
@@ -237,7 +245,14 @@ class EmbedJobConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     sink: SinkConfig
+    sync: SyncConfig = Field(default_factory=SyncConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _sync_settings_need_sync_mode(self) -> EmbedJobConfig:
+        if self.sync.delete_missing and self.sink.mode is not SinkMode.sync:
+            raise ValueError(".sync: delete_missing applies to sink.mode: sync only")
+        return self
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from operators.id_registry import IdRegistry
 from operators.lance_committer import LanceCommitter
 from operators.lance_sink import LanceFragmentWriter
 from operators.parquet_source import ParquetShardSource
-from operators.row_validator import RowValidator
+from operators.row_validator import Provenance, RowValidator
 from operators.run_ledger import remove_orphans
 from operators.storage import s3fs_storage_options
+from operators.table_index import TableIndex
 from operators.table_lock import TableLock
 
 log = logging.getLogger("batch_embed")
@@ -63,7 +64,7 @@ def engine_env(gpus: float, threads: int) -> dict[str, str]:
     return ENGINE_ENV if gpus > 0 else {**ENGINE_ENV, "OMP_NUM_THREADS": str(threads)}
 
 
-def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any):
+def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None):
     """The lazy Ray Dataset whose rows are the writer's fragment reports."""
     import ray.data
 
@@ -82,7 +83,10 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any):
         batch_tokens=eng.batch_tokens,
     )
     ds = ray.data.read_datasource(source)
-    ds = ds.map_batches(RowValidator(registry, shard_index), batch_format="pyarrow", batch_size=None)
+    provenance = Provenance(model=cfg.model.name, instruction=plan.instruction,
+                            input_type=cfg.model.input_type.value, dimensions=plan.width, max_tokens=plan.max_tokens)
+    validator = RowValidator(registry, shard_index, provenance, index)
+    ds = ds.map_batches(validator, batch_format="pyarrow", batch_size=None)
     ds = ds.map_batches(
         Embedder,
         fn_constructor_args=(embedder,),
@@ -143,6 +147,33 @@ def seed_registry(plan: EmbedPlan, registry: Any) -> int:
     return seeded
 
 
+def missing_ids(plan: EmbedPlan, registry: Any) -> dict[int, list[str]]:
+    """sync.delete_missing: ids of rows from before this run that no valid source row claimed.
+
+    One scan of the `id` column of the table's older fragments, checked against
+    the registry in chunks; the ids come back grouped by fragment for deletion.
+    """
+    import ray
+
+    from operators.run_ledger import open_dataset
+    from operators.vectors import id_hash64
+
+    ds = open_dataset(plan.sink.main_uri, plan.sink.storage_options)
+    old = [f for f in ds.get_fragments() if f.fragment_id <= plan.fragment_floor] if ds is not None else []
+    if not old:
+        return {}
+    out: dict[int, list[str]] = {}
+    for batch in ds.scanner(columns=["id"], fragments=old, with_row_address=True, batch_size=65536).to_batches():
+        ids = batch.column("id").to_pylist()
+        hashes = np.fromiter((id_hash64(i) for i in ids), dtype=np.uint64, count=len(ids))
+        seen = ray.get(registry.seen.remote(hashes))
+        frags = (batch.column("_rowaddr").to_numpy() >> 32).tolist()
+        for row_id, frag, present in zip(ids, frags, seen.tolist(), strict=True):
+            if not present:
+                out.setdefault(int(frag), []).append(row_id)
+    return out
+
+
 # Owner recorded for ids committed by an earlier attempt: no source row of this attempt has it.
 COMMITTED_OWNER = np.iinfo(np.uint64).max
 
@@ -167,6 +198,11 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         registry = ray.remote(num_cpus=0)(IdRegistry).remote()
         if plan.resuming:
             seed_registry(plan, registry)
+        index = None
+        if cfg.sink.mode.value == "sync" and plan.main_version is not None:
+            # Built on the actor itself: the driver never holds the table's ids.
+            index = ray.remote(num_cpus=0)(TableIndex).remote(plan.sink.main_uri, plan.sink.storage_options,
+                                                               plan.fragment_floor)
         committer = LanceCommitter.for_run(
             plan.sink,
             mode=cfg.sink.mode.value,
@@ -183,20 +219,22 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         bar = tqdm(total=plan.total_rows, initial=plan.rows_done, unit="row", desc="embedded",
                    disable=not cfg.run.progress)
         try:
-            pipeline = build_pipeline(plan, gpus, registry)
+            pipeline = build_pipeline(plan, gpus, registry, index)
             for batch in pipeline.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     committer.add(row)
                     bar.update(row["rows"])
                 committer.maybe_commit()
-            committer.finish()
+            committer.finish(missing_ids(plan, registry) if cfg.sync.delete_missing else None)
             # Files of killed attempts and of retried writer tasks were never committed;
             # removing them needs the lock this run still holds.
             orphans = remove_orphans(plan.sink.main_uri, plan.sink.rejected_uri,
                                      storage_options=plan.sink.storage_options)
         finally:
             bar.close()
-            ray.kill(registry)
+            for actor in (registry, index):
+                if actor is not None:
+                    ray.kill(actor)
     finally:
         lock.release()
 
@@ -214,6 +252,10 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         rows_written=committer.rows_written,
         rows_rejected=committer.rows_rejected,
         rows_resumed=plan.rows_done,
+        rows_new=committer.actions["new"],
+        rows_changed=committer.actions["changed"],
+        rows_unchanged=committer.actions["unchanged"],
+        rows_deleted=committer.deleted,
         rejected_by_reason=dict(committer.reasons),
         tokens=committer.tokens,
         seconds=time.monotonic() - t0,
@@ -222,10 +264,12 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         orphans_removed=orphans,
         actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus},
     )
-    if summary.rows_written + summary.rows_rejected + summary.rows_resumed != summary.rows_read:
+    accounted = summary.rows_written + summary.rows_rejected + summary.rows_unchanged + summary.rows_resumed
+    if accounted != summary.rows_read:
         raise RuntimeError(
-            f"row accounting mismatch: read {summary.rows_read}, written {summary.rows_written}, "
-            f"rejected {summary.rows_rejected}, committed by earlier attempts {summary.rows_resumed}"
+            f"row accounting mismatch: read {summary.rows_read}, written {summary.rows_written}, rejected "
+            f"{summary.rows_rejected}, unchanged {summary.rows_unchanged}, committed by earlier attempts "
+            f"{summary.rows_resumed}"
         )
     summary.summary_path = cfg.run.summary_path or default_summary_path(plan, started)
     options = s3fs_storage_options(cfg.sink.storage_options) if "://" in summary.summary_path else {}

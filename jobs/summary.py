@@ -22,6 +22,10 @@ class RunSummary:
     rows_written: int
     rows_rejected: int
     rows_resumed: int  # committed by earlier, killed attempts of this run
+    rows_new: int  # embedded, id not in the table before
+    rows_changed: int  # embedded, replacing a vector whose fingerprint changed
+    rows_unchanged: int  # skipped: the table already holds this vector (sync mode)
+    rows_deleted: int  # removed: id no longer in the source (sync.delete_missing)
     rejected_by_reason: dict[str, int]
     tokens: int
     seconds: float
@@ -58,6 +62,8 @@ class RunSummary:
             f"rows           read {self.rows_read:,} from {self.shards} shard(s)  written {self.rows_written:,}  "
             f"rejected {self.rows_rejected:,}"
             + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
+            f"sync           new {self.rows_new:,}  changed {self.rows_changed:,}  unchanged (skipped) "
+            f"{self.rows_unchanged:,}  deleted {self.rows_deleted:,}",
             f"rejected       {reasons}  -> {self.rejected_table} (version {self.rejected_version})",
             f"tokens         {self.tokens:,}",
             f"time           {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   {self.tokens_per_s:,.0f} tokens/s",

@@ -1,12 +1,11 @@
 """The embedding operator: one vLLM engine per Ray actor, batches cut by token budget.
 
 Column contract:
-- needs `id`, `text`, `reject_reason`.
-- adds `vector` (fixed-size list of `dimensions` float32; null on rejected rows),
-  `n_tokens` (int32, tokens the model saw, end token included), `truncated`
-  (bool, input was cut to `max_tokens`), `text_hash` (hash of the source text)
-  and `fingerprint` (text hash + model + instruction + input type + dimensions +
-  max tokens: what the vector depends on).
+- needs `id`, `text`, `reject_reason`, `action`.
+- embeds the rows whose `action` is `new` or `changed` (never rejected or unchanged ones).
+- adds `vector` (fixed-size list of `dimensions` float32; null where not embedded),
+  `n_tokens` (int32, tokens the model saw, end token included; 0 where not embedded)
+  and `truncated` (bool, input was cut to `max_tokens`).
 """
 
 from __future__ import annotations
@@ -22,9 +21,10 @@ from operators.contract import require_columns
 from operators.engine import EmbeddingEngine, EngineSpec
 from operators.model_spec import END_TOKEN, ModelSpec
 from operators.prompts import cut_and_end, cut_keep_last, format_input, group_by_token_budget
-from operators.vectors import fingerprint, mrl_truncate, text_hash
+from operators.vectors import mrl_truncate
 
-REQUIRED = ("id", "text", "reject_reason")
+REQUIRED = ("id", "text", "reject_reason", "action")
+EMBED_ACTIONS = ("new", "changed")
 
 # No token is longer than this many characters in practice; cutting the text
 # first keeps a 50 MB document from being tokenised whole only to be cut.
@@ -67,6 +67,8 @@ class Tokenizer:
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text, cut to `max_tokens`; special-token text is split as plain text."""
+        if not texts:  # HF tokenizers fail on an empty batch (all rows unchanged or rejected)
+            return [], []
         cap = self._max_tokens * _CHARS_PER_TOKEN_BOUND
         clipped = [t[:cap] for t in texts]
         enc = self._tok(
@@ -99,7 +101,7 @@ class Embedder:
         faults.point("embed_batch")
         spec = self.spec
         n = batch.num_rows
-        ok = pc.is_null(batch.column("reject_reason")).to_numpy(zero_copy_only=False)
+        ok = pc.is_in(batch.column("action"), pa.array(EMBED_ACTIONS)).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(ok)
         texts = batch.column("text").take(rows).to_pylist()
         prompts = [format_input(t, spec.input_type, spec.instruction) for t in texts]
@@ -123,11 +125,6 @@ class Embedder:
         n_tokens[rows] = lengths
         cut = np.zeros(n, dtype=bool)
         cut[rows] = truncated
-        hashes: list[str | None] = [None] * n
-        prints: list[str | None] = [None] * n
-        for r, t in zip(rows.tolist(), texts, strict=True):
-            hashes[r] = h = text_hash(t)
-            prints[r] = fingerprint(h, spec.model.name, spec.instruction, spec.input_type, width, spec.max_tokens)
 
         mask = pa.array(~ok)
         vector_col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), width, mask=mask)
@@ -135,8 +132,6 @@ class Embedder:
             batch.append_column("vector", vector_col)
             .append_column("n_tokens", pa.array(n_tokens))
             .append_column("truncated", pa.array(cut))
-            .append_column("text_hash", pa.array(hashes, pa.string()))
-            .append_column("fingerprint", pa.array(prints, pa.string()))
         )
 
     def _check_width(self, produced: int) -> None:

@@ -49,5 +49,15 @@ class IdRegistry:
         self._keys, self._owners = all_keys[order], all_owners[order]
         self._recent = {}
 
+    def seen(self, hashes: np.ndarray) -> np.ndarray:
+        """Which of these id hashes some row of this run claimed (or a seeded, committed one)."""
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        hit = np.zeros(len(hashes), dtype=bool)
+        if len(self._keys):
+            pos = np.minimum(np.searchsorted(self._keys, hashes), len(self._keys) - 1)
+            hit = self._keys[pos] == hashes
+        recent = self._recent
+        return hit | np.fromiter((h in recent for h in hashes.tolist()), dtype=bool, count=len(hashes))
+
     def size(self) -> int:
         return len(self._keys) + len(self._recent)

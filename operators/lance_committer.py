@@ -20,6 +20,7 @@ from operators import faults
 from operators import progress as prog
 from operators import run_ledger as ledger
 from operators.lance_sink import REJECTED_SCHEMA, SinkSpec
+from operators.table_index import delete_ids
 
 
 class TableCommits:
@@ -37,22 +38,33 @@ class TableCommits:
         self.pending: list[Any] = []
         self.pending_rows = 0
         self.pending_progress: prog.Progress = {}
+        self.pending_deletes: dict[int, list[str]] = {}  # old fragment id -> ids whose rows go
         self.committed_rows = 0
 
-    def add(self, fragments: list[Any], rows: int, progress: prog.Progress) -> None:
+    def add(self, fragments: list[Any], rows: int, progress: prog.Progress,
+            deletes: dict[int, list[str]] | None = None) -> None:
         self.pending.extend(fragments)
         self.pending_rows += rows
         self.pending_progress = prog.merge_progress(self.pending_progress, progress)
+        for frag, ids in (deletes or {}).items():
+            self.pending_deletes.setdefault(int(frag), []).extend(ids)
 
     def commit(self, complete: bool = False) -> None:
         import lance
 
         needs_create = self.replace and self.version is None
-        if not self.pending and not complete and not needs_create:
+        if not self.pending and not self.pending_deletes and not complete and not needs_create:
             return
         if needs_create:
             op = lance.LanceOperation.Overwrite(self.schema, self.pending)
             read_version = self.base_version
+        elif self.pending_deletes:
+            # New vectors and the deletion of the rows they replace in one atomic commit.
+            ds = lance.dataset(self.uri, version=self.version, storage_options=self.storage_options)
+            removed, updated = delete_ids(ds, self.pending_deletes)
+            op = lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated,
+                                             new_fragments=self.pending)
+            read_version = self.version
         else:
             op = lance.LanceOperation.Append(self.pending)
             read_version = self.version
@@ -63,7 +75,7 @@ class TableCommits:
         ds = lance.LanceDataset.commit(self.uri, tx, storage_options=self.storage_options)
         self.version = ds.version
         self.committed_rows += self.pending_rows
-        self.pending, self.pending_rows, self.pending_progress = [], 0, {}
+        self.pending, self.pending_rows, self.pending_progress, self.pending_deletes = [], 0, {}, {}
 
 
 class LanceCommitter:
@@ -83,7 +95,9 @@ class LanceCommitter:
         self.on_commit = on_commit
         self._last_commit = time.monotonic()
         self.tokens = 0
-        self.reasons: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()  # rejected rows by reason
+        self.actions: Counter[str] = Counter()  # new / changed / unchanged rows
+        self.deleted = 0
         self.commits = 0
 
     @classmethod
@@ -102,11 +116,16 @@ class LanceCommitter:
     def add(self, row: dict[str, Any]) -> None:
         from lance.fragment import FragmentMetadata
 
+        counts = json.loads(row["counts"])
+        if row["table"] == "unchanged":
+            self.actions.update(counts)
+            return
         target = self.main if row["table"] == "main" else self.rejected
         frags = [FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(row["fragments"])]
-        target.add(frags, row["rows"], prog.loads(row["progress"]))
+        deletes = {int(k): v for k, v in json.loads(row["replaces"]).items()}
+        target.add(frags, row["rows"], prog.loads(row["progress"]), deletes)
         self.tokens += row["tokens"]
-        self.reasons.update(json.loads(row["reasons"]))
+        (self.actions if target is self.main else self.reasons).update(counts)
 
     def maybe_commit(self) -> bool:
         if self.mode == "overwrite":
@@ -118,7 +137,11 @@ class LanceCommitter:
             return True
         return False
 
-    def finish(self) -> None:
+    def finish(self, deletes: dict[int, list[str]] | None = None) -> None:
+        """Last commit, marked complete; `deletes` (sync's rows gone from the source) go in it atomically."""
+        for ids in (deletes or {}).values():
+            self.deleted += len(ids)
+        self.main.add([], 0, {}, deletes)
         self._commit(complete=True)
 
     def _commit(self, complete: bool) -> None:

@@ -1,11 +1,14 @@
 """Two-phase writes to LanceDB: workers write Lance fragments, one committer on the driver commits them.
 
 `LanceFragmentWriter` column contract:
-- needs `id`, `vector`, `reject_reason`, `source_shard`, `source_row`, `n_tokens`, `truncated`,
-  `text_hash`, `fingerprint` and the copied source columns.
-- returns one row per table it wrote to: `table` ("main" | "rejected"), `fragments`
-  (JSON list of Lance fragment metadata), `rows`, `tokens`, `reasons` (JSON counts),
-  `progress` (JSON row ranges per shard that these fragments hold).
+- needs `id`, `vector`, `reject_reason`, `action`, `old_fragment`, `source_shard`, `source_row`,
+  `n_tokens`, `truncated`, `text_hash`, `fingerprint` and the copied source columns.
+- returns one report row per kind of row it saw: `table` ("main": embedded rows written;
+  "rejected": rejected rows written; "unchanged": rows the table already holds, nothing
+  written), `fragments` (JSON list of Lance fragment metadata), `rows`, `tokens`,
+  `counts` (JSON: rejection reasons, or new / changed / unchanged), `progress` (JSON row
+  ranges per shard these fragments hold; empty for unchanged rows, which a resumed run
+  re-checks), `replaces` (JSON {old fragment id: [ids]} whose old vectors the new ones replace).
 
 Nothing a worker writes is visible until `LanceCommitter` (lance_committer.py) commits it, so a killed
 job leaves at most unreferenced files, never a half-visible batch. Ray's own
@@ -107,21 +110,24 @@ class LanceFragmentWriter:
         from lance.fragment import write_fragments
 
         require_columns(batch, self.REQUIRED, "LanceFragmentWriter")
+        opts = self.spec.storage_options or None
+        action = batch.column("action")
         rejected_mask = pc.is_valid(batch.column("reject_reason"))
-        good = batch.filter(pc.invert(rejected_mask))
+        good = batch.filter(pc.is_in(action, pa.array(["new", "changed"])))
         bad = batch.filter(rejected_mask)
-        out = []
-
-        def covered(rows: pa.Table) -> str:
-            return dumps(progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist()))
-
+        same = batch.filter(pc.fill_null(pc.equal(action, "unchanged"), False))
+        reports = []
         if good.num_rows:
-            table = self._main_rows(good)
-            frags = write_fragments(
-                table, self.spec.main_uri, schema=self.spec.schema, storage_options=self.spec.storage_options or None
-            )
+            frags = write_fragments(self._main_rows(good), self.spec.main_uri, schema=self.spec.schema,
+                                    storage_options=opts)
+            replaces: dict[int, list[str]] = {}
+            for row_id, frag in zip(good.column("id").to_pylist(), good.column("old_fragment").to_pylist(),
+                                    strict=True):
+                if frag is not None:
+                    replaces.setdefault(int(frag), []).append(row_id)
             tokens = int(pc.sum(good.column("n_tokens")).as_py() or 0)
-            out.append(("main", frags, good.num_rows, tokens, {}, covered(good)))
+            reports.append(_report("main", good, frags, tokens, Counter(good.column("action").to_pylist()),
+                                   replaces=replaces))
         if bad.num_rows:
             table = pa.table(
                 {
@@ -132,22 +138,13 @@ class LanceFragmentWriter:
                 },
                 schema=REJECTED_SCHEMA,
             )
-            frags = write_fragments(
-                table, self.spec.rejected_uri, schema=REJECTED_SCHEMA, storage_options=self.spec.storage_options or None
-            )
+            frags = write_fragments(table, self.spec.rejected_uri, schema=REJECTED_SCHEMA, storage_options=opts)
             reasons = Counter(r.split(":", 1)[0] for r in bad.column("reject_reason").to_pylist())
-            out.append(("rejected", frags, bad.num_rows, 0, dict(reasons), covered(bad)))
-        return pa.table(
-            {
-                "table": [o[0] for o in out],
-                "fragments": [json.dumps([f.to_json() for f in o[1]]) for o in out],
-                "rows": pa.array([o[2] for o in out], pa.int64()),
-                "tokens": pa.array([o[3] for o in out], pa.int64()),
-                "reasons": [json.dumps(o[4]) for o in out],
-                "progress": [o[5] for o in out],
-            },
-            schema=WRITER_OUTPUT_SCHEMA,
-        )
+            reports.append(_report("rejected", bad, frags, 0, reasons))
+        if same.num_rows:
+            # Not recorded as progress: a resumed run re-checks them (cheap) and so sees every live id.
+            reports.append(_report("unchanged", same, [], 0, Counter(unchanged=same.num_rows), progress=False))
+        return pa.Table.from_pylist(reports, schema=WRITER_OUTPUT_SCHEMA)
 
     def _main_rows(self, good: pa.Table) -> pa.Table:
         schema = self.spec.schema
@@ -167,7 +164,22 @@ WRITER_OUTPUT_SCHEMA = pa.schema(
         pa.field("fragments", pa.string()),
         pa.field("rows", pa.int64()),
         pa.field("tokens", pa.int64()),
-        pa.field("reasons", pa.string()),
+        pa.field("counts", pa.string()),
         pa.field("progress", pa.string()),
+        pa.field("replaces", pa.string()),
     ]
 )
+
+
+def _report(table: str, rows: pa.Table, fragments: list[Any], tokens: int, counts: Counter,
+            replaces: dict[int, list[str]] | None = None, progress: bool = True) -> dict[str, Any]:
+    covered = progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist())
+    return {
+        "table": table,
+        "fragments": json.dumps([f.to_json() for f in fragments]),
+        "rows": rows.num_rows,
+        "tokens": tokens,
+        "counts": json.dumps(dict(counts)),
+        "progress": dumps(covered if progress else {}),
+        "replaces": json.dumps(replaces or {}),
+    }

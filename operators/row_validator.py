@@ -5,10 +5,14 @@ Column contract:
 - updates `reject_reason`: `null_id`, `null_text`, `empty_text` (empty or whitespace only),
   `duplicate_id` (the id was already claimed by an earlier row of this run); earlier
   reasons (type problems found while reading) are kept.
+- adds `text_hash` (hash of the source text), `fingerprint` (what the vector depends on),
+  `action` (`new`, `changed`: embed; `unchanged`: the table already holds this vector;
+  null on rejected rows) and `old_fragment` (the fragment holding a changed row's old vector).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,19 +20,40 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.contract import require_columns
-from operators.vectors import id_hash64
+from operators.table_index import classify
+from operators.vectors import fingerprint, id_hash64, text_hash
 
 REQUIRED = ("id", "text", "source_shard", "source_row", "reject_reason")
 
 _ROW_BITS = 40  # owner position = shard index << 40 | row: 16M shards of up to 1T rows
 
 
-class RowValidator:
-    """Cheap and stateless apart from the registry handle; runs as plain Ray tasks."""
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a vector; with the text hash it makes the row's fingerprint."""
 
-    def __init__(self, registry: Any, shard_index: dict[str, int]):
+    model: str
+    instruction: str
+    input_type: str
+    dimensions: int
+    max_tokens: int
+
+    def fingerprint(self, digest: str) -> str:
+        return fingerprint(digest, self.model, self.instruction, self.input_type, self.dimensions, self.max_tokens)
+
+
+class RowValidator:
+    """Cheap and stateless apart from actor handles; runs as plain Ray tasks.
+
+    `index` (a TableIndex actor) is given in sync mode only; without it every
+    valid row is `new`.
+    """
+
+    def __init__(self, registry: Any, shard_index: dict[str, int], provenance: Provenance, index: Any = None):
         self._registry = registry
         self._shard_index = shard_index
+        self._provenance = provenance
+        self._index = index
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED, "RowValidator")
@@ -44,6 +69,7 @@ class RowValidator:
             reason = pc.if_else(pc.and_(pc.is_null(reason), cond), pa.scalar(label), reason)
 
         candidates = np.flatnonzero(pc.is_null(reason).to_numpy(zero_copy_only=False))
+        hashes = np.empty(0, dtype=np.uint64)
         if len(candidates):
             cand_ids = ids.take(candidates).to_pylist()
             shards = batch.column("source_shard").take(candidates).to_pylist()
@@ -58,5 +84,35 @@ class RowValidator:
             dup = np.zeros(batch.num_rows, dtype=bool)
             dup[candidates[~owned]] = True
             reason = pc.if_else(pa.array(dup), pa.scalar("duplicate_id"), reason)
+            candidates, hashes = candidates[owned], hashes[owned]
 
-        return batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
+        batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
+        return self._add_sync_columns(batch, candidates, hashes)
+
+    def _add_sync_columns(self, batch: pa.Table, rows: np.ndarray, id_hashes: np.ndarray) -> pa.Table:
+        n = batch.num_rows
+        digests = [text_hash(t) for t in batch.column("text").take(rows).to_pylist()]
+        prints = [self._provenance.fingerprint(d) for d in digests]
+        actions = ["new"] * len(rows)
+        old_frag = np.full(len(rows), -1, dtype=np.int64)
+        if self._index is not None and len(rows):
+            import ray
+
+            found, old_prints, frags = ray.get(self._index.lookup.remote(id_hashes))
+            new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
+            actions = classify(found, old_prints, new_prints)
+            old_frag = np.where(np.array(actions) == "changed", frags, -1)
+
+        def spread(values: list[Any] | np.ndarray, typ: pa.DataType) -> pa.Array:
+            full: list[Any] = [None] * n
+            for r, v in zip(rows.tolist(), list(values), strict=True):
+                full[r] = v
+            return pa.array(full, typ)
+
+        frags_full = spread([int(f) if f >= 0 else None for f in old_frag], pa.int64())
+        return (
+            batch.append_column("text_hash", spread(digests, pa.string()))
+            .append_column("fingerprint", spread(prints, pa.string()))
+            .append_column("action", spread(actions, pa.string()))
+            .append_column("old_fragment", frags_full)
+        )
