@@ -163,18 +163,12 @@ class EngineConfig(_Strict):
         default_factory=dict, description="Extra vLLM engine arguments passed through as is (e.g. enforce_eager)."
     )
 
-    @field_validator("gpus_per_actor")
+    @field_validator("gpus_per_actor", "threads_per_actor")
     @classmethod
-    def _non_negative(cls, v: float | str) -> float | str:
-        if v != "auto" and v < 0:
-            raise ValueError("must be >= 0 or 'auto'")
-        return v
-
-    @field_validator("threads_per_actor")
-    @classmethod
-    def _positive(cls, v: int | str) -> int | str:
-        if v != "auto" and v < 1:
-            raise ValueError("must be >= 1 or 'auto'")
+    def _auto_or_at_least(cls, v: float | str, info: Any) -> float | str:
+        minimum = {"gpus_per_actor": 0, "threads_per_actor": 1}[info.field_name]
+        if v != "auto" and v < minimum:
+            raise ValueError(f"must be >= {minimum} or 'auto'")
         return v
 
     @field_validator("vllm")

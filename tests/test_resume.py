@@ -155,14 +155,15 @@ def test_driver_killed_from_outside_resumes(clean, tiny_qwen3, tmp_path):
     assert_same_as_clean(table_state(str(tmp_path / "db")), clean)
 
 
-def test_killed_embedding_actor_is_replaced_and_nothing_is_lost(clean, tiny_qwen3, tmp_path):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_killed_embedding_actor_is_replaced_and_nothing_is_lost(batch, clean, tiny_qwen3, tmp_path):
     src = corpus(tmp_path / "src")
     raw = settings(src, tmp_path / "db", tiny_qwen3)
-    # the actor stops inside its 2nd batch (after the 1st was returned); it is killed right there
-    proc = run_cli(raw, tmp_path, pause_at="embed_batch:2:5")
+    # the actor stops inside its n-th batch; it is killed right there
+    proc = run_cli(raw, tmp_path, pause_at=f"embed_batch:{batch}:5")
     deadline = time.monotonic() + 240
     while not (markers := list(tmp_path.glob("embed_batch-*"))):
-        assert proc.poll() is None and time.monotonic() < deadline, "the actor never reached its 2nd batch"
+        assert proc.poll() is None and time.monotonic() < deadline, f"the actor never reached batch {batch}"
         time.sleep(0.1)
     os.kill(int(markers[0].name.split("-")[1]), signal.SIGKILL)
     assert finish(proc) == 0

@@ -124,6 +124,32 @@ def test_sync_refuses_another_model_setting(tiny_qwen3, ray_session, tmp_path):
                                                                             "dimensions": 64}})
 
 
+@pytest.mark.kill
+def test_killed_sync_run_resumes_to_the_same_table(tiny_qwen3, ray_session, tmp_path):
+    import signal
+
+    from tests.test_resume import finish, run_cli
+
+    raw1 = sync_config(write_shards(tmp_path / "day1", shards(DAY1)), tmp_path / "db", tiny_qwen3, {})
+    run_job(raw1)
+    raw2 = sync_config(write_shards(tmp_path / "day2", shards(DAY2)), tmp_path / "db", tiny_qwen3, {},
+                       rows_per_fragment=4, commit_every_rows=5)
+    raw2["engine"] = {"batch_tokens": 256}
+    assert finish(run_cli(raw2, tmp_path, kill_at="mid_commit:2")) == -signal.SIGKILL
+    assert finish(run_cli(raw2, tmp_path)) == 0
+    after = read_table(str(tmp_path / "db"), "docs")
+    ids = after["id"].to_pylist()
+    assert len(ids) == len(set(ids)) and set(ids) == {i for i, _ in DAY2}
+
+    scratch = run_job(sync_config(write_shards(tmp_path / "day2b", shards(DAY2)), tmp_path / "scratch",
+                                  tiny_qwen3, {}))
+    assert scratch.rows_new == len(DAY2)
+    ref = vectors(read_table(str(tmp_path / "scratch"), "docs"))
+    got = vectors(after)
+    for k, v in ref.items():
+        np.testing.assert_allclose(got[k], v, atol=1e-5)
+
+
 def _dataset(db, opts):
     import lance
 
