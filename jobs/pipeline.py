@@ -23,7 +23,7 @@ from operators.parquet_source import ParquetShardSource
 from operators.row_validator import Provenance, RowValidator
 from operators.run_ledger import remove_orphans
 from operators.storage import s3fs_storage_options
-from operators.table_index import TableIndex
+from operators.table_index import TableIndex, missing_ids, scan_ids
 from operators.table_lock import TableLock
 
 log = logging.getLogger("batch_embed")
@@ -116,62 +116,17 @@ def lock_path(plan: EmbedPlan) -> str:
     return f"{sink.uri.rstrip('/')}/_locks/{sink.table}.json"
 
 
-def committed_id_hashes(plan: EmbedPlan, chunk: int = 65536):
-    """64-bit hashes of the ids this run already committed, in chunks.
-
-    Reads only the `id` column of the fragments this run wrote (fragment id above
-    the run's floor): the cost grows with the interrupted run's rows, not the table's.
-    """
-    from operators.run_ledger import open_dataset
-    from operators.vectors import id_hash64
-
-    ds = open_dataset(plan.sink.main_uri, plan.sink.storage_options)
-    if ds is None:
-        return
-    fragments = [f for f in ds.get_fragments() if f.fragment_id > plan.fragment_floor]
-    if not fragments:
-        return
-    # `ds.to_batches(fragments=...)` silently reads every fragment (pylance 14); the scanner honours it.
-    for batch in ds.scanner(columns=["id"], fragments=fragments, batch_size=chunk).to_batches():
-        yield np.fromiter((id_hash64(i) for i in batch.column(0).to_pylist()), dtype=np.uint64)
-
-
 def seed_registry(plan: EmbedPlan, registry: Any) -> int:
     """Claim the ids this run already committed, so a resumed run still rejects their duplicates."""
     import ray
 
     seeded = 0
-    for hashes in committed_id_hashes(plan):
+    # Only the fragments this run wrote (id above its floor): the cost grows with
+    # the interrupted run's rows, not with the table.
+    for _, hashes in scan_ids(plan.sink.main_uri, plan.sink.storage_options, above=plan.fragment_floor):
         ray.get(registry.claim.remote(hashes, np.full(len(hashes), COMMITTED_OWNER, dtype=np.uint64)))
         seeded += len(hashes)
     return seeded
-
-
-def missing_ids(plan: EmbedPlan, registry: Any) -> dict[int, list[str]]:
-    """sync.delete_missing: ids of rows from before this run that no valid source row claimed.
-
-    One scan of the `id` column of the table's older fragments, checked against
-    the registry in chunks; the ids come back grouped by fragment for deletion.
-    """
-    import ray
-
-    from operators.run_ledger import open_dataset
-    from operators.vectors import id_hash64
-
-    ds = open_dataset(plan.sink.main_uri, plan.sink.storage_options)
-    old = [f for f in ds.get_fragments() if f.fragment_id <= plan.fragment_floor] if ds is not None else []
-    if not old:
-        return {}
-    out: dict[int, list[str]] = {}
-    for batch in ds.scanner(columns=["id"], fragments=old, with_row_address=True, batch_size=65536).to_batches():
-        ids = batch.column("id").to_pylist()
-        hashes = np.fromiter((id_hash64(i) for i in ids), dtype=np.uint64, count=len(ids))
-        seen = ray.get(registry.seen.remote(hashes))
-        frags = (batch.column("_rowaddr").to_numpy() >> 32).tolist()
-        for row_id, frag, present in zip(ids, frags, seen.tolist(), strict=True):
-            if not present:
-                out.setdefault(int(frag), []).append(row_id)
-    return out
 
 
 # Owner recorded for ids committed by an earlier attempt: no source row of this attempt has it.
@@ -225,7 +180,11 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
                     committer.add(row)
                     bar.update(row["rows"])
                 committer.maybe_commit()
-            committer.finish(missing_ids(plan, registry) if cfg.sync.delete_missing else None)
+            gone = None
+            if cfg.sync.delete_missing:
+                gone = missing_ids(plan.sink.main_uri, plan.sink.storage_options, plan.fragment_floor,
+                                   lambda hashes: ray.get(registry.seen.remote(hashes)))
+            committer.finish(gone)
             # Files of killed attempts and of retried writer tasks were never committed;
             # removing them needs the lock this run still holds.
             orphans = remove_orphans(plan.sink.main_uri, plan.sink.rejected_uri,

@@ -9,29 +9,45 @@ and for changed rows which fragment holds the old vector.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from operators.vectors import id_hash64
 
 
+def scan_ids(uri: str, storage_options: dict[str, str] | None, *, above: int | None = None,
+             up_to: int | None = None, columns: tuple[str, ...] = ()) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """(batch, id hashes) over the fragments with id > `above` / <= `up_to`; batches carry `_rowaddr`.
+
+    Only `id` (plus `columns`) is read, through the scanner: `ds.to_batches(fragments=...)`
+    silently reads every fragment in pylance 14.
+    """
+    from operators.run_ledger import open_dataset
+
+    ds = open_dataset(uri, storage_options)
+    if ds is None:
+        return
+    fragments = [f for f in ds.get_fragments()
+                 if (above is None or f.fragment_id > above) and (up_to is None or f.fragment_id <= up_to)]
+    if not fragments:
+        return
+    scan = ds.scanner(columns=["id", *columns], fragments=fragments, with_row_address=True, batch_size=65536)
+    for batch in scan.to_batches():
+        ids = batch.column("id").to_pylist()
+        yield batch, np.fromiter((id_hash64(i) for i in ids), dtype=np.uint64, count=len(ids))
+
+
 class TableIndex:
     def __init__(self, uri: str, storage_options: dict[str, str] | None, fragment_floor: int):
-        from operators.run_ledger import open_dataset
-
         keys, prints, frags = [], [], []
-        ds = open_dataset(uri, storage_options)
-        fragments = [f for f in ds.get_fragments() if f.fragment_id <= fragment_floor] if ds is not None else []
-        if fragments:
-            scan = ds.scanner(columns=["id", "fingerprint"], fragments=fragments, with_row_address=True,
-                              batch_size=65536)
-            for batch in scan.to_batches():
-                ids = batch.column("id").to_pylist()
-                keys.append(np.fromiter((id_hash64(i) for i in ids), dtype=np.uint64, count=len(ids)))
-                fps = batch.column("fingerprint").to_pylist()
-                prints.append(np.fromiter((id_hash64(f or "") for f in fps), dtype=np.uint64, count=len(fps)))
-                frags.append((batch.column("_rowaddr").to_numpy() >> 32).astype(np.int64))
+        for batch, hashes in scan_ids(uri, storage_options, up_to=fragment_floor, columns=("fingerprint",)):
+            keys.append(hashes)
+            fps = batch.column("fingerprint").to_pylist()
+            prints.append(np.fromiter((id_hash64(f or "") for f in fps), dtype=np.uint64, count=len(fps)))
+            frags.append((batch.column("_rowaddr").to_numpy() >> 32).astype(np.int64))
         key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         order = np.argsort(key, kind="stable")
         self._keys = key[order]
@@ -90,3 +106,19 @@ def delete_ids(ds: Any, ids_by_fragment: dict[int, list[str]]) -> tuple[list[int
         else:
             updated.append(meta)
     return removed, updated
+
+
+def missing_ids(uri: str, storage_options: dict[str, str] | None, fragment_floor: int,
+                seen: Any) -> dict[int, list[str]]:
+    """sync.delete_missing: ids in fragments <= floor for which `seen(hashes)` is False, by fragment.
+
+    One scan of the `id` column of the table's older fragments; `seen` asks the
+    run's id registry, a chunk at a time.
+    """
+    out: dict[int, list[str]] = {}
+    for batch, hashes in scan_ids(uri, storage_options, up_to=fragment_floor):
+        frags = (batch.column("_rowaddr").to_numpy() >> 32).tolist()
+        for row_id, frag, present in zip(batch.column("id").to_pylist(), frags, seen(hashes).tolist(), strict=True):
+            if not present:
+                out.setdefault(int(frag), []).append(row_id)
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -47,6 +48,8 @@ class TableLock:
         self.timeout_s = timeout_s
         self.settle_s = settle_s
         self.host = socket.gethostname()
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -83,6 +86,17 @@ class TableLock:
         held = self._read()
         if not held or held.get("owner") != self.owner:
             raise TableLockedError(self._busy_message(held or {}))
+        # Commits refresh the lease too, but long quiet stretches (a big model loading,
+        # GPU nodes scaling up) must not make it look abandoned.
+        self._beat = threading.Thread(target=self._heartbeat, name="table-lock-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(60.0, self.timeout_s / 4)):
+            held = self._read()
+            if held and held.get("owner") != self.owner:
+                return  # taken over; the next commit's refresh() stops the run
+            self._write()
 
     def refresh(self) -> None:
         held = self._read()
@@ -94,6 +108,9 @@ class TableLock:
         self._write()
 
     def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=10)
         held = self._read()
         if held and held.get("owner") == self.owner:
             self.fs.rm(self.path)
