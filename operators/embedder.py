@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from operators import faults
 from operators.contract import require_columns
-from operators.engine import EmbeddingEngine, EngineSpec
+from operators.engine import EngineSpec, PoolingEngine
 from operators.model_spec import END_TOKEN, ModelSpec
 from operators.prompts import cut_and_end, cut_keep_last, format_input, group_by_token_budget
 from operators.vectors import mrl_truncate
@@ -94,7 +94,7 @@ class Embedder:
     def __init__(self, spec: EmbedderSpec):
         self.spec = spec
         self.tokenizer = Tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code)
-        self.engine = EmbeddingEngine(spec.engine)
+        self.engine = PoolingEngine(spec.engine)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED, "Embedder")

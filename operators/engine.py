@@ -1,4 +1,4 @@
-"""A thin wrapper that owns one vLLM pooling engine and returns plain float32 numpy.
+"""A thin wrapper that owns one vLLM pooling engine (embedder or reranker) and returns plain float32 numpy.
 
 Operators and tests call this; nothing else in the project touches vLLM. The
 engine runs in-process (no engine-core child process), which is what a Ray
@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from operators.model_spec import weight_bytes
+
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -23,6 +25,7 @@ class EngineSpec:
     gpus: float = 0.0
     trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    hf_overrides: dict[str, Any] | None = None  # e.g. RERANKER_OVERRIDES
 
     @property
     def resolved_dtype(self) -> str:
@@ -40,13 +43,13 @@ class EngineSpec:
             "max_model_len": self.max_model_len,
             "trust_remote_code": self.trust_remote_code,
         }
+        if self.hf_overrides:
+            args["hf_overrides"] = self.hf_overrides
         if self.gpus > 0:
             # Several actors may share one GPU (gpus_per_actor < 1): each takes its share.
             args["gpu_memory_utilization"] = round(0.9 * min(1.0, self.gpus), 3)
         else:
-            # On the CPU backend this is the share of host memory reserved for the KV
-            # cache; vLLM's default (0.92) refuses to start next to anything else.
-            args["gpu_memory_utilization"] = 0.1
+            args["gpu_memory_utilization"] = cpu_memory_fraction(weight_bytes(self.model_path))
             # Small steps keep the CPU caches warm (2048 measured best on 2 cores);
             # a step must still hold one whole input (no chunked prefill for pooling).
             args["max_num_batched_tokens"] = max(2048, self.max_model_len)
@@ -56,8 +59,35 @@ class EngineSpec:
         return args
 
 
-class EmbeddingEngine:
-    """One vLLM engine with `runner="pooling"`; `embed` takes token ids, returns (n, hidden) float32."""
+# Qwen3-Reranker is a causal LM; vLLM turns the "no"/"yes" rows of its LM head into a
+# one-logit classifier (yes - no), whose sigmoid is exactly softmax(no, yes)[yes].
+RERANKER_OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+
+
+_GIB = 1 << 30
+
+
+def cpu_memory_fraction(weights: int, host_bytes: int | None = None) -> float:
+    """`gpu_memory_utilization` for a CPU engine, sized from the model.
+
+    On the CPU backend the fraction (of the NUMA node's memory) must hold the whole
+    process's non-KV memory, weights plus ~1 GiB of torch runtime, with the KV cache
+    in what is left: 0.1 fits a tiny model but not Qwen3-Embedding-0.6B (1.2 GB of
+    weights), and vLLM's default 0.92 refuses to start next to anything else.
+    """
+    if host_bytes is None:
+        host_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = 1.0 * _GIB + 1.3 * weights + 0.5 * _GIB
+    # x1.5: vLLM measures against one NUMA node, which can be a part of the host.
+    return round(min(0.9, max(0.1, 1.5 * need / host_bytes)), 3)
+
+
+class PoolingEngine:
+    """One vLLM engine with `runner="pooling"`; takes token ids, returns float32 numpy."""
 
     def __init__(self, spec: EngineSpec):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -67,11 +97,22 @@ class EmbeddingEngine:
         self.spec = spec
         self.llm = LLM(**spec.engine_args())
 
-    def embed(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    @staticmethod
+    def _prompts(token_ids: Sequence[Sequence[int]]) -> list[Any]:
         from vllm.inputs import TokensPrompt
 
+        return [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids]
+
+    def embed(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """(n, hidden) pooled, L2-normalised vectors."""
         if not token_ids:
             return np.zeros((0, 0), dtype=np.float32)
-        prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids]
-        outputs = self.llm.embed(prompts, use_tqdm=False)
+        outputs = self.llm.embed(self._prompts(token_ids), use_tqdm=False)
         return np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
+
+    def classify(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """(n,) probability of the classifier's one label (P("yes") for RERANKER_OVERRIDES)."""
+        if not token_ids:
+            return np.zeros(0, dtype=np.float32)
+        outputs = self.llm.classify(self._prompts(token_ids), use_tqdm=False)
+        return np.asarray([o.outputs.probs[-1] for o in outputs], dtype=np.float32)

@@ -14,6 +14,16 @@ from pathlib import Path
 
 # Sizes of the hub models users name most, for drivers that cannot read the
 # hub (offline schedulers); anything else is read from its config.json.
+# Weight bytes of the same models in bf16, to size a CPU engine's memory before any download.
+KNOWN_WEIGHT_BYTES: dict[str, int] = {
+    "Qwen/Qwen3-Embedding-0.6B": 1_200_000_000,
+    "Qwen/Qwen3-Embedding-4B": 8_100_000_000,
+    "Qwen/Qwen3-Embedding-8B": 15_200_000_000,
+    "Qwen/Qwen3-Reranker-0.6B": 1_200_000_000,
+    "Qwen/Qwen3-Reranker-4B": 8_100_000_000,
+    "Qwen/Qwen3-Reranker-8B": 15_200_000_000,
+}
+
 KNOWN_MODELS: dict[str, tuple[int, int]] = {
     "Qwen/Qwen3-Embedding-0.6B": (1024, 32768),
     "Qwen/Qwen3-Embedding-4B": (2560, 32768),
@@ -123,3 +133,11 @@ def effective_max_tokens(spec: ModelSpec, configured: int | None) -> int:
     if configured is not None:
         return configured
     return min(spec.max_positions or DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS)
+
+
+def weight_bytes(path: str) -> int:
+    """Size of a model's weight files (local folder), or the known size of a hub model; 0 if unknown."""
+    folder = Path(path)
+    if folder.is_dir():
+        return sum(f.stat().st_size for f in folder.glob("*") if f.suffix in (".safetensors", ".bin", ".pt"))
+    return KNOWN_WEIGHT_BYTES.get(path, 0)

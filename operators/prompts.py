@@ -8,6 +8,7 @@ documents carry nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -69,3 +70,43 @@ def group_by_token_budget(lengths: Sequence[int], budget: int) -> list[list[int]
     if current:
         groups.append(current)
     return groups
+
+
+# Qwen3-Reranker, exactly as its model card builds the input: a chat template
+# whose system turn asks for "yes"/"no", the pair in the user turn, and an empty
+# thinking block; the score is P("yes") at the last position.
+DEFAULT_RERANK_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+RERANK_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+RERANK_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+def rerank_pair_head(instruction: str | None, query: str) -> str:
+    """The user turn up to where the document starts."""
+    task = DEFAULT_RERANK_INSTRUCTION if instruction is None else instruction
+    return f"<Instruct>: {task}\n<Query>: {query}\n<Document>: "
+
+
+def assemble_rerank_ids(
+    prefix: Sequence[int], body: Sequence[int], suffix: Sequence[int], max_tokens: int, head_len: int
+) -> tuple[list[int], bool]:
+    """prefix + body + suffix in at most `max_tokens`, cutting the end of the body (the document).
+
+    `body` is the whole user turn tokenised at once (as the model card does, so
+    the head/document boundary tokenises the same); `head_len` is how much of it
+    is instruction and query, which must survive with at least one document token.
+    """
+    room = max_tokens - len(prefix) - len(suffix)
+    if room < head_len + 1:
+        raise ValueError(f"instruction and query take {head_len} tokens; with the template that leaves no room "
+                         f"for the document within max_tokens={max_tokens}")
+    return [*prefix, *body[:room], *suffix], len(body) > room
+
+
+def yes_probability(no_logit: float, yes_logit: float) -> float:
+    """softmax over the (no, yes) logits of the last position, the "yes" share."""
+    m = max(no_logit, yes_logit)
+    e_no, e_yes = math.exp(no_logit - m), math.exp(yes_logit - m)
+    return e_yes / (e_no + e_yes)

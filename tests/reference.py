@@ -45,3 +45,30 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return (a * b).sum(axis=1)
+
+
+def qwen3_rerank_reference(model_dir, pairs, *, instruction=None, max_tokens=8192) -> np.ndarray:
+    """The Qwen3-Reranker model card's scoring: template, truncation of the pair, log-softmax over no/yes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+              "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+    suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    prefix_ids = tok.encode(prefix, add_special_tokens=False)
+    suffix_ids = tok.encode(suffix, add_special_tokens=False)
+    task = instruction or "Given a web search query, retrieve relevant passages that answer the query"
+    texts = [f"<Instruct>: {task}\n<Query>: {q}\n<Document>: {d}" for q, d in pairs]
+    enc = tok(texts, padding=False, truncation="longest_first", return_attention_mask=False,
+              max_length=max_tokens - len(prefix_ids) - len(suffix_ids), add_special_tokens=False,
+              split_special_tokens=True)
+    no_id, yes_id = tok.convert_tokens_to_ids("no"), tok.convert_tokens_to_ids("yes")
+    scores = []
+    with torch.no_grad():
+        for ids in enc["input_ids"]:
+            logits = model(torch.tensor([prefix_ids + ids + suffix_ids])).logits[0, -1]
+            pair = torch.log_softmax(torch.stack([logits[no_id], logits[yes_id]]), dim=0)
+            scores.append(pair[1].exp().item())
+    return np.array(scores, dtype=np.float32)

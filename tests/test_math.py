@@ -94,3 +94,13 @@ def test_hashes_are_stable_and_sensitive():
         fingerprint(text_hash("t"), "m", "", "document", 64, 256),
     ]:
         assert changed != base
+
+
+def test_cpu_engine_memory_grows_with_the_model():
+    from operators.engine import cpu_memory_fraction
+
+    gib = 1 << 30
+    assert cpu_memory_fraction(2_000_000, host_bytes=24 * gib) == 0.1  # tiny test model
+    qwen06 = cpu_memory_fraction(1_200_000_000, host_bytes=24 * gib)
+    assert 0.15 < qwen06 < 0.25  # ~3.6 GiB of a 16 GiB NUMA node: weights + runtime + KV
+    assert cpu_memory_fraction(16_000_000_000, host_bytes=24 * gib) == 0.9

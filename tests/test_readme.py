@@ -14,7 +14,7 @@ def readme_commands() -> list[str]:
 def test_ci_runs_the_readme_commands():
     setup_and_demo, tests = readme_commands()
     ci = Path(".ci/run").read_text().splitlines()
-    assert setup_and_demo in ci
+    assert f"{setup_and_demo} || exit 1" in ci  # run exactly, and a failed setup stops CI
     assert tests in ci
     assert setup_and_demo.startswith("bash .ci/setup && ")
     assert "configs/demo.yaml" in setup_and_demo
