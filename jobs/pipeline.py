@@ -20,9 +20,9 @@ from operators.id_registry import IdRegistry
 from operators.lance_committer import LanceCommitter
 from operators.lance_sink import LanceFragmentWriter
 from operators.parquet_source import ParquetShardSource
-from operators.row_validator import Provenance, RowValidator
+from operators.row_validator import RowValidator
 from operators.run_ledger import remove_orphans
-from operators.storage import s3fs_storage_options
+from operators.storage import fsspec_options
 from operators.table_index import TableIndex, missing_ids, scan_ids
 from operators.table_lock import TableLock
 
@@ -83,9 +83,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
         batch_tokens=eng.batch_tokens,
     )
     ds = ray.data.read_datasource(source)
-    provenance = Provenance(model=cfg.model.name, instruction=plan.instruction,
-                            input_type=cfg.model.input_type.value, dimensions=plan.width, max_tokens=plan.max_tokens)
-    validator = RowValidator(registry, shard_index, provenance, index)
+    validator = RowValidator(registry, shard_index, plan.provenance, index)
     ds = ds.map_batches(validator, batch_format="pyarrow", batch_size=None)
     ds = ds.map_batches(
         Embedder,
@@ -143,8 +141,8 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     DataContext.get_current().enable_progress_bars = cfg.run.progress
-    lock = TableLock(lock_path(plan), plan.run_id, s3fs_storage_options(cfg.sink.storage_options)
-                     if "://" in cfg.sink.uri else {}, cfg.sink.lock_timeout_seconds)
+    lock = TableLock(lock_path(plan), plan.run_id, fsspec_options(cfg.sink.uri, cfg.sink.storage_options),
+                     cfg.sink.lock_timeout_seconds)
     lock.acquire()
     try:
         if plan.resuming:
@@ -231,6 +229,5 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
             f"{summary.rows_resumed}"
         )
     summary.summary_path = cfg.run.summary_path or default_summary_path(plan, started)
-    options = s3fs_storage_options(cfg.sink.storage_options) if "://" in summary.summary_path else {}
-    write_summary(summary, summary.summary_path, options)
+    write_summary(summary, summary.summary_path, fsspec_options(summary.summary_path, cfg.sink.storage_options))
     return summary

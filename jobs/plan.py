@@ -9,7 +9,7 @@ any engine starts, with the setting's path in the message.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +22,7 @@ from operators.model_spec import ModelNotFoundError, ModelSpec, effective_max_to
 from operators.parquet_source import ShardInfo, SourceError, check_columns, inspect_shards, list_shards
 from operators.run_ledger import max_fragment_id, open_dataset, read_ledger
 from operators.storage import lance_storage_options
+from operators.vectors import Provenance
 
 # Rough characters per token, only to size Ray batches near the token budget;
 # the embedder splits each batch by exact token counts.
@@ -38,6 +39,7 @@ class EmbedPlan:
     max_tokens: int
     width: int
     instruction: str
+    provenance: Provenance
     extra_fields: list[pa.Field]
     sink: SinkSpec
     main_version: int | None  # current version of the vector table, None if it does not exist
@@ -148,15 +150,10 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     instruction = m.effective_instruction
 
     extra_fields = [shards[0].schema.field(c) for c in src.columns]
-    provenance = {
-        "model": m.name,
-        "input_type": m.input_type.value,
-        "instruction": instruction,
-        "dimensions": width,
-        "max_tokens": max_tokens,
-        "vector_dtype": sink.vector_dtype.value,
-    }
-    schema = main_schema(width, sink.vector_dtype.value, extra_fields, provenance)
+    provenance = Provenance(model=m.name, instruction=instruction, input_type=m.input_type.value,
+                            dimensions=width, max_tokens=max_tokens)
+    metadata = {**asdict(provenance), "vector_dtype": sink.vector_dtype.value}
+    schema = main_schema(width, sink.vector_dtype.value, extra_fields, metadata)
     options = lance_storage_options(sink.storage_options)
     main_uri = table_uri(sink.uri, sink.table)
     rejected_uri = table_uri(sink.uri, f"{sink.table}_rejected")
@@ -179,6 +176,7 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
         max_tokens=max_tokens,
         width=width,
         instruction=instruction,
+        provenance=provenance,
         extra_fields=extra_fields,
         sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options),
         main_version=main_ds.version if main_ds is not None else None,

@@ -87,6 +87,8 @@ class LanceFragmentWriter:
         "id",
         "vector",
         "reject_reason",
+        "action",
+        "old_fragment",
         "source_shard",
         "source_row",
         "n_tokens",
@@ -173,13 +175,15 @@ WRITER_OUTPUT_SCHEMA = pa.schema(
 
 def _report(table: str, rows: pa.Table, fragments: list[Any], tokens: int, counts: Counter,
             replaces: dict[int, list[str]] | None = None, progress: bool = True) -> dict[str, Any]:
-    covered = progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist())
+    covered = (
+        progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist()) if progress else {}
+    )
     return {
         "table": table,
         "fragments": json.dumps([f.to_json() for f in fragments]),
         "rows": rows.num_rows,
         "tokens": tokens,
         "counts": json.dumps(dict(counts)),
-        "progress": dumps(covered if progress else {}),
+        "progress": dumps(covered),
         "replaces": json.dumps(replaces or {}),
     }

@@ -51,10 +51,9 @@ def open_filesystem(uri: str, storage_options: dict[str, Any]) -> tuple[Any, str
     """The fsspec filesystem for a URI (s3fs for s3://) and the protocol prefix to put back on paths."""
     import fsspec.core
 
-    from operators.storage import s3fs_storage_options
+    from operators.storage import fsspec_options
 
-    options = s3fs_storage_options(storage_options) if uri.startswith("s3") else dict(storage_options)
-    fs, _ = fsspec.core.url_to_fs(uri, **options)
+    fs, _ = fsspec.core.url_to_fs(uri, **fsspec_options(uri, storage_options))
     prefix = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     return fs, prefix
 

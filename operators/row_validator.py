@@ -12,7 +12,6 @@ Column contract:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,25 +20,11 @@ import pyarrow.compute as pc
 
 from operators.contract import require_columns
 from operators.table_index import classify
-from operators.vectors import fingerprint, id_hash64, text_hash
+from operators.vectors import Provenance, id_hash64, text_hash
 
 REQUIRED = ("id", "text", "source_shard", "source_row", "reject_reason")
 
 _ROW_BITS = 40  # owner position = shard index << 40 | row: 16M shards of up to 1T rows
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """What produced a vector; with the text hash it makes the row's fingerprint."""
-
-    model: str
-    instruction: str
-    input_type: str
-    dimensions: int
-    max_tokens: int
-
-    def fingerprint(self, digest: str) -> str:
-        return fingerprint(digest, self.model, self.instruction, self.input_type, self.dimensions, self.max_tokens)
 
 
 class RowValidator:

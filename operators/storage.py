@@ -51,3 +51,10 @@ def s3fs_storage_options(options: dict[str, Any]) -> dict[str, Any]:
     if client:
         out["client_kwargs"] = client
     return out
+
+
+def fsspec_options(uri: str, options: dict[str, Any]) -> dict[str, Any]:
+    """fsspec options for `uri`: the s3fs dialect for s3://, as given for other remote stores, none locally."""
+    if uri.startswith(("s3://", "s3a://")):
+        return s3fs_storage_options(options)
+    return dict(options) if "://" in uri else {}

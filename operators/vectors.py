@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,3 +45,18 @@ def fingerprint(
     """What a vector depends on; a row whose fingerprint is unchanged need not be re-embedded."""
     key = "\x1f".join([text_digest, model, instruction, input_type, str(dimensions), str(max_tokens)])
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a table's vectors: recorded in its schema metadata, and with a row's text hash
+    it makes the row's fingerprint. One object serves both, so they cannot disagree."""
+
+    model: str
+    instruction: str
+    input_type: str
+    dimensions: int
+    max_tokens: int
+
+    def fingerprint(self, digest: str) -> str:
+        return fingerprint(digest, self.model, self.instruction, self.input_type, self.dimensions, self.max_tokens)
