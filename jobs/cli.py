@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import demo_corpus, embed
+from jobs import demo_corpus, embed, rerank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,6 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("embed", help="embed Parquet shards into a LanceDB table", description=embed.__doc__)
     embed.add_arguments(p)
     p.set_defaults(func=embed.run_from_args)
+    p = sub.add_parser("rerank", help="rerank (query, document) pairs into a LanceDB table",
+                       description=rerank.__doc__)
+    embed.add_arguments(p)
+    p.set_defaults(func=rerank.run_from_args)
     p = sub.add_parser("demo-corpus", help="write the offline demo corpus", description=demo_corpus.__doc__)
     demo_corpus.add_arguments(p)
     p.set_defaults(func=demo_corpus.run_from_args)

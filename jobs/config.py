@@ -34,6 +34,12 @@ RESERVED_COLUMNS = frozenset(
         "embed_instruction",
         "embed_dimensions",
         "embed_max_tokens",
+        # the stream's own columns (operators/parquet_source.py, row_validator.py)
+        "source_shard",
+        "source_row",
+        "reject_reason",
+        "action",
+        "old_fragment",
     }
 )
 
@@ -90,6 +96,14 @@ class SourceConfig(_Strict):
         if len(set(cols)) != len(cols):
             raise ValueError("lists a column twice")
         return cols
+
+    @model_validator(mode="after")
+    def _text_name_is_the_text(self) -> SourceConfig:
+        # Copying the text column itself is how a table keeps its documents (the
+        # reranking job reads them); any other column called `text` would clash.
+        if "text" in self.columns and self.text_column != "text":
+            raise ValueError(".columns: a copied column may be called 'text' only if it is source.text_column")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -183,16 +197,11 @@ class EngineConfig(_Strict):
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
-class SinkConfig(_Strict):
+class TableSinkConfig(_Strict):
+    """What every job writing a LanceDB table shares: where, and how often it commits."""
+
     uri: str = Field(description="LanceDB database: local folder or s3://bucket/prefix.")
     table: str = Field(description="Table name; rejected rows go to `<table>_rejected`.")
-    mode: SinkMode = Field(
-        SinkMode.create,
-        description="create: fail if the table exists; overwrite: replace it atomically at the end (the way "
-        "to rebuild with another model); append: add rows to it; sync: embed only new and changed rows "
-        "(by fingerprint) and replace their old vectors.",
-    )
-    vector_dtype: VectorDtype = Field(VectorDtype.float32, description="Stored vector element type.")
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Object-store options (endpoint_url/aws_endpoint, region, ...)."
     )
@@ -205,7 +214,7 @@ class SinkConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _lock_outlives_commits(self) -> SinkConfig:
+    def _lock_outlives_commits(self) -> TableSinkConfig:
         if self.lock_timeout_seconds <= self.commit_every_seconds:
             raise ValueError(".lock_timeout_seconds: must be longer than sink.commit_every_seconds")
         return self
@@ -216,6 +225,16 @@ class SinkConfig(_Strict):
         if not _TABLE_NAME.match(v):
             raise ValueError("use letters, digits, '_', '-' and '.' only")
         return v
+
+
+class SinkConfig(TableSinkConfig):
+    mode: SinkMode = Field(
+        SinkMode.create,
+        description="create: fail if the table exists; overwrite: replace it atomically at the end (the way "
+        "to rebuild with another model); append: add rows to it; sync: embed only new and changed rows "
+        "(by fingerprint) and replace their old vectors.",
+    )
+    vector_dtype: VectorDtype = Field(VectorDtype.float32, description="Stored vector element type.")
 
 
 class SyncConfig(_Strict):
@@ -284,15 +303,17 @@ def _format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(raw: dict[str, Any]) -> EmbedJobConfig:
+def parse_config(raw: dict[str, Any], schema: type[BaseModel] | None = None) -> Any:
+    """Validate a raw dict as `schema` (default: the embedding job's config)."""
     try:
-        return EmbedJobConfig.model_validate(raw)
+        return (schema or EmbedJobConfig).model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> EmbedJobConfig:
-    """Read YAML (if a path is given), apply `--set` overrides, and validate."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                schema: type[BaseModel] | None = None) -> Any:
+    """Read YAML (if a path is given), apply `--set` overrides, and validate as `schema`."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -303,6 +324,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except yaml.YAMLError as err:
             raise ConfigError(f"--config: {p} is not valid YAML: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"--config: {p} must hold a mapping of sections (source, model, engine, sink, run)")
+            raise ConfigError(f"--config: {p} must hold a mapping of sections (model, engine, sink, run...)")
         raw = loaded or {}
-    return parse_config(apply_overrides(raw, overrides or []))
+    return parse_config(apply_overrides(raw, overrides or []), schema)

@@ -7,24 +7,18 @@ read (ParquetShardSource) -> RowValidator (tasks) -> Embedder (autoscaling actor
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
-
+from jobs.committed_run import TableRun, run_committed
 from jobs.plan import EmbedPlan
 from jobs.summary import RunSummary, write_summary
 from operators.embedder import Embedder, EmbedderSpec
-from operators.id_registry import IdRegistry
-from operators.lance_committer import LanceCommitter
 from operators.lance_sink import LanceFragmentWriter
 from operators.parquet_source import ParquetShardSource
 from operators.row_validator import RowValidator
-from operators.run_ledger import remove_orphans
 from operators.storage import fsspec_options
-from operators.table_index import TableIndex, missing_ids, scan_ids
-from operators.table_lock import TableLock
+from operators.table_index import TableIndex, missing_ids
 
 log = logging.getLogger("batch_embed")
 
@@ -103,97 +97,61 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     )
 
 
-def default_summary_path(plan: EmbedPlan, started: datetime) -> str:
-    sink = plan.config.sink
+def default_summary_path(sink_uri: str, table: str, started: datetime) -> str:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    return f"{sink.uri.rstrip('/')}/_runs/{sink.table}-{stamp}.json"
+    return f"{sink_uri.rstrip('/')}/_runs/{table}-{stamp}.json"
 
 
-def lock_path(plan: EmbedPlan) -> str:
-    sink = plan.config.sink
-    return f"{sink.uri.rstrip('/')}/_locks/{sink.table}.json"
-
-
-def seed_registry(plan: EmbedPlan, registry: Any) -> int:
-    """Claim the ids this run already committed, so a resumed run still rejects their duplicates."""
-    import ray
-
-    seeded = 0
-    # Only the fragments this run wrote (id above its floor): the cost grows with
-    # the interrupted run's rows, not with the table.
-    for _, hashes in scan_ids(plan.sink.main_uri, plan.sink.storage_options, above=plan.fragment_floor):
-        ray.get(registry.claim.remote(hashes, np.full(len(hashes), COMMITTED_OWNER, dtype=np.uint64)))
-        seeded += len(hashes)
-    return seeded
-
-
-# Owner recorded for ids committed by an earlier attempt: no source row of this attempt has it.
-COMMITTED_OWNER = np.iinfo(np.uint64).max
+def table_run(plan: EmbedPlan) -> TableRun:
+    cfg = plan.config
+    sink = cfg.sink
+    return TableRun(
+        sink=plan.sink,
+        db_uri=sink.uri,
+        table=sink.table,
+        mode=sink.mode.value,
+        storage_options=sink.storage_options,
+        main_version=plan.main_version,
+        rejected_version=plan.rejected_version,
+        resuming=plan.resuming,
+        run_id=plan.run_id,
+        source_signature=plan.source_signature,
+        fragment_floor=plan.fragment_floor,
+        total_rows=plan.total_rows,
+        rows_done=plan.rows_done,
+        commit_every_rows=sink.commit_every_rows,
+        commit_every_seconds=sink.commit_every_seconds,
+        lock_timeout_seconds=sink.lock_timeout_seconds,
+        show_progress=cfg.run.progress,
+    )
 
 
 def run_pipeline(plan: EmbedPlan) -> RunSummary:
     """Run the pipeline, committing as fragments arrive; returns the summary (also written as JSON)."""
     import ray
     from ray.data import DataContext
-    from tqdm import tqdm
 
     cfg = plan.config
     started = datetime.now(timezone.utc)
-    t0 = time.monotonic()
     DataContext.get_current().enable_progress_bars = cfg.run.progress
-    lock = TableLock(lock_path(plan), plan.run_id, fsspec_options(cfg.sink.uri, cfg.sink.storage_options),
-                     cfg.sink.lock_timeout_seconds)
-    lock.acquire()
-    try:
-        if plan.resuming:
-            log.info("resuming run %s: %d rows already committed", plan.run_id, plan.rows_done)
-        gpus = resolve_gpus(cfg.engine.gpus_per_actor)
-        registry = ray.remote(num_cpus=0)(IdRegistry).remote()
-        if plan.resuming:
-            seed_registry(plan, registry)
-        index = None
-        if cfg.sink.mode.value == "sync" and plan.main_version is not None:
-            # Built on the actor itself: the driver never holds the table's ids.
-            index = ray.remote(num_cpus=0)(TableIndex).remote(plan.sink.main_uri, plan.sink.storage_options,
-                                                               plan.fragment_floor)
-        committer = LanceCommitter.for_run(
-            plan.sink,
-            mode=cfg.sink.mode.value,
-            main_version=plan.main_version,
-            rejected_version=plan.rejected_version,
-            resuming=plan.resuming,
-            run_id=plan.run_id,
-            source=plan.source_signature,
-            floor=plan.fragment_floor,
-            commit_every_rows=cfg.sink.commit_every_rows,
-            commit_every_seconds=cfg.sink.commit_every_seconds,
-            on_commit=lock.refresh,
-        )
-        bar = tqdm(total=plan.total_rows, initial=plan.rows_done, unit="row", desc="embedded",
-                   disable=not cfg.run.progress)
-        try:
-            pipeline = build_pipeline(plan, gpus, registry, index)
-            for batch in pipeline.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in batch.to_pylist():
-                    committer.add(row)
-                    bar.update(row["rows"])
-                committer.maybe_commit()
-            gone = None
-            if cfg.sync.delete_missing:
-                gone = missing_ids(plan.sink.main_uri, plan.sink.storage_options, plan.fragment_floor,
-                                   lambda hashes: ray.get(registry.seen.remote(hashes)))
-            committer.finish(gone)
-            # Files of killed attempts and of retried writer tasks were never committed;
-            # removing them needs the lock this run still holds.
-            orphans = remove_orphans(plan.sink.main_uri, plan.sink.rejected_uri,
-                                     storage_options=plan.sink.storage_options)
-        finally:
-            bar.close()
-            for actor in (registry, index):
-                if actor is not None:
-                    ray.kill(actor)
-    finally:
-        lock.release()
+    gpus = resolve_gpus(cfg.engine.gpus_per_actor)
+
+    def make_index():
+        if cfg.sink.mode.value != "sync" or plan.main_version is None:
+            return None
+        # Built on the actor itself: the driver never holds the table's ids.
+        return ray.remote(num_cpus=0)(TableIndex).remote(plan.sink.main_uri, plan.sink.storage_options,
+                                                         plan.fragment_floor)
+
+    def final_deletes(registry):
+        if not cfg.sync.delete_missing:
+            return None
+        return missing_ids(plan.sink.main_uri, plan.sink.storage_options, plan.fragment_floor,
+                           lambda hashes: ray.get(registry.seen.remote(hashes)))
+
+    result = run_committed(table_run(plan), lambda registry, index: build_pipeline(plan, gpus, registry, index),
+                           make_index, final_deletes)
+    committer, orphans = result.committer, result.orphans_removed
 
     summary = RunSummary(
         table=cfg.sink.table,
@@ -215,7 +173,7 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         rows_deleted=committer.deleted,
         rejected_by_reason=dict(committer.reasons),
         tokens=committer.tokens,
-        seconds=time.monotonic() - t0,
+        seconds=result.seconds,
         commits=committer.commits,
         run_id=plan.run_id,
         orphans_removed=orphans,
@@ -228,6 +186,6 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
             f"{summary.rows_rejected}, unchanged {summary.rows_unchanged}, committed by earlier attempts "
             f"{summary.rows_resumed}"
         )
-    summary.summary_path = cfg.run.summary_path or default_summary_path(plan, started)
+    summary.summary_path = cfg.run.summary_path or default_summary_path(cfg.sink.uri, cfg.sink.table, started)
     write_summary(summary, summary.summary_path, fsspec_options(summary.summary_path, cfg.sink.storage_options))
     return summary

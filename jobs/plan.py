@@ -100,7 +100,7 @@ def _check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sch
         )
 
 
-def _rows_per_batch(plan_fs: Any, shard: ShardInfo, text_column: str, batch_tokens: int) -> int:
+def rows_per_batch(plan_fs: Any, shard: ShardInfo, text_column: str, batch_tokens: int) -> int:
     """Ray batch size in rows, so that one batch carries about `batch_tokens` tokens."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -160,7 +160,8 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     main_ds = open_dataset(main_uri, options)
     rejected_ds = open_dataset(rejected_uri, options)
     signature = prog.source_signature((s.path, s.num_rows) for s in shards)
-    resume = None if sink.mode.value == "overwrite" else _find_unfinished_run(cfg, main_ds, rejected_ds, signature)
+    overwrite = sink.mode.value == "overwrite"
+    resume = None if overwrite else find_unfinished_run(sink.table, main_ds, rejected_ds, signature)
     if main_ds is not None and sink.mode.value == "create" and resume is None:
         raise ConfigError(
             f"sink.table: table {sink.table!r} already exists at {main_uri}; use sink.mode: overwrite or append"
@@ -181,7 +182,7 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
         sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options),
         main_version=main_ds.version if main_ds is not None else None,
         rejected_version=rejected_ds.version if rejected_ds is not None else None,
-        rows_per_batch=_rows_per_batch(fs, shards[0], src.text_column, cfg.engine.batch_tokens),
+        rows_per_batch=rows_per_batch(fs, shards[0], src.text_column, cfg.engine.batch_tokens),
         run_id=resume[0] if resume else uuid.uuid4().hex,
         source_signature=signature,
         fragment_floor=resume[2] if resume else max_fragment_id(main_ds),
@@ -190,7 +191,7 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     )
 
 
-def _find_unfinished_run(cfg: EmbedJobConfig, main_ds: Any, rejected_ds: Any, signature: str):
+def find_unfinished_run(table: str, main_ds: Any, rejected_ds: Any, signature: str):
     """(run id, committed progress, fragment floor) of a killed run over this source, or None."""
     ledgers = [read_ledger(ds) if ds is not None else None for ds in (main_ds, rejected_ds)]
     unfinished = [lg for lg in ledgers if lg is not None and not lg.complete]
@@ -199,9 +200,9 @@ def _find_unfinished_run(cfg: EmbedJobConfig, main_ds: Any, rejected_ds: Any, si
     run = unfinished[0]
     if run.source != signature:
         raise ConfigError(
-            f"source.uri: table {cfg.sink.table!r} holds an unfinished run ({run.run_id}) over a different "
-            "source listing (shards or row counts changed since it was killed). Re-run with the original source "
-            "to finish it, or use sink.mode: overwrite to rebuild the table"
+            f"source.uri: table {table!r} holds an unfinished run ({run.run_id}) over a different "
+            "source listing (shards, row counts or the candidates table changed since it was killed). Re-run with "
+            "the original source to finish it, or use sink.mode: overwrite to rebuild the table"
         )
     same = [lg for lg in ledgers if lg is not None and lg.run_id == run.run_id]
     main_floor = ledgers[0].fragment_floor if ledgers[0] is not None and ledgers[0].run_id == run.run_id else None

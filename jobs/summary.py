@@ -74,7 +74,73 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def write_summary(summary: RunSummary, path: str, storage_options: dict[str, Any]) -> None:
+@dataclass
+class RerankSummary:
+    table: str
+    table_uri: str
+    table_version: int | None
+    rejected_table: str
+    rejected_version: int | None
+    model: str
+    mode: str
+    input: str
+    shards: int
+    rows_read: int  # source rows: pairs, or queries
+    rows_resumed: int
+    queries_reranked: int
+    queries_skipped: int  # already in the table (append)
+    rejected_rows: int  # source rows of queries that could not be reranked at all
+    pairs_written: int
+    pairs_unscored: int  # written with a reason and no score (empty document, query too long)
+    rejected_by_reason: dict[str, int]
+    tokens: int
+    seconds: float
+    commits: int
+    run_id: str = ""
+    orphans_removed: int = 0
+    actors: dict[str, Any] = field(default_factory=dict)
+    summary_path: str | None = None
+
+    @property
+    def pairs_per_s(self) -> float:
+        return self.pairs_written / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(pairs_per_s=round(self.pairs_per_s, 2), tokens_per_s=round(self.tokens_per_s, 2),
+                 seconds=round(self.seconds, 3))
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def render(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
+        lines = [
+            "── batch-embed rerank summary ───────────────────────",
+            f"table          {self.table}  (version {self.table_version})  {self.table_uri}",
+            f"model          {self.model}  mode={self.mode}",
+            f"input          {self.input}: {self.rows_read:,} rows from {self.shards} shard(s)"
+            + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
+            f"queries        reranked {self.queries_reranked:,}  skipped (already in the table) "
+            f"{self.queries_skipped:,}",
+            f"pairs          written {self.pairs_written:,}  unscored {self.pairs_unscored:,}",
+            f"rejected       {reasons}  -> {self.rejected_table} (version {self.rejected_version})",
+            f"tokens         {self.tokens:,}",
+            f"time           {self.seconds:.1f} s   {self.pairs_per_s:,.1f} pairs/s   "
+            f"{self.tokens_per_s:,.0f} tokens/s",
+            f"commits        {self.commits}",
+        ]
+        if self.summary_path:
+            lines.append(f"summary        {self.summary_path}")
+        return "\n".join(lines)
+
+
+def write_summary(summary: RunSummary | RerankSummary, path: str, storage_options: dict[str, Any]) -> None:
     """Write the JSON next to the table (local folder or object store)."""
     import fsspec
 

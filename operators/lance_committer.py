@@ -19,7 +19,7 @@ import pyarrow as pa
 from operators import faults
 from operators import progress as prog
 from operators import run_ledger as ledger
-from operators.lance_sink import REJECTED_SCHEMA, SinkSpec
+from operators.lance_sink import SinkSpec
 from operators.table_index import delete_ids
 
 
@@ -40,6 +40,7 @@ class TableCommits:
         self.pending_progress: prog.Progress = {}
         self.pending_deletes: dict[int, list[str]] = {}  # old fragment id -> ids whose rows go
         self.committed_rows = 0
+        self.committed_source_rows = 0  # source rows these commits recorded as done
 
     def add(self, fragments: list[Any], rows: int, progress: prog.Progress,
             deletes: dict[int, list[str]] | None = None) -> None:
@@ -75,6 +76,7 @@ class TableCommits:
         ds = lance.LanceDataset.commit(self.uri, tx, storage_options=self.storage_options)
         self.version = ds.version
         self.committed_rows += self.pending_rows
+        self.committed_source_rows += prog.total_rows(self.pending_progress)
         self.pending, self.pending_rows, self.pending_progress, self.pending_deletes = [], 0, {}, {}
 
 
@@ -99,6 +101,7 @@ class LanceCommitter:
         self.actions: Counter[str] = Counter()  # new / changed / unchanged rows
         self.deleted = 0
         self.commits = 0
+        self.unchanged_source_rows = 0  # rows the table already holds: reported, nothing to commit
 
     @classmethod
     def for_run(cls, spec: SinkSpec, *, mode: str, main_version: int | None, rejected_version: int | None,
@@ -111,7 +114,7 @@ class LanceCommitter:
                                 source=source, floor=floor, storage_options=spec.storage_options)
 
         return cls(table(spec.main_uri, spec.schema, main_version),
-                   table(spec.rejected_uri, REJECTED_SCHEMA, rejected_version), mode=mode, **kwargs)
+                   table(spec.rejected_uri, spec.rejected_schema, rejected_version), mode=mode, **kwargs)
 
     def add(self, row: dict[str, Any]) -> None:
         from lance.fragment import FragmentMetadata
@@ -119,6 +122,7 @@ class LanceCommitter:
         counts = json.loads(row["counts"])
         if row["table"] == "unchanged":
             self.actions.update(counts)
+            self.unchanged_source_rows += row["rows"]
             return
         target = self.main if row["table"] == "main" else self.rejected
         frags = [FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(row["fragments"])]

@@ -78,6 +78,7 @@ class SinkSpec:
     rejected_uri: str
     schema: pa.Schema
     storage_options: dict[str, str] = field(default_factory=dict)
+    rejected_schema: pa.Schema = REJECTED_SCHEMA
 
 
 class LanceFragmentWriter:

@@ -118,8 +118,11 @@ def output_schema(extra_fields: list[pa.Field]) -> pa.Schema:
     )
 
 
-def _as_text(col: pa.ChunkedArray, what: str) -> tuple[pa.Array, pa.Array]:
-    """Cast a column to string; returns (values, reason) with reason set where it cannot be text."""
+def _as_text(col: pa.ChunkedArray, what: str, integers: bool | None = None) -> tuple[pa.Array, pa.Array]:
+    """Cast a column to string; returns (values, reason) with reason set where it cannot be text.
+
+    `integers`: accept integer columns as their decimal text (default: for `id` only).
+    """
     n = len(col)
     t = col.type
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
@@ -127,7 +130,7 @@ def _as_text(col: pa.ChunkedArray, what: str) -> tuple[pa.Array, pa.Array]:
         return pc.cast(arr, pa.string()), pa.nulls(n, pa.string())
     if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
         return pc.cast(pc.dictionary_decode(arr), pa.string()), pa.nulls(n, pa.string())
-    if what == "id" and pa.types.is_integer(t):
+    if (what == "id" if integers is None else integers) and pa.types.is_integer(t):
         return pc.cast(arr, pa.string()), pa.nulls(n, pa.string())
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         values, reasons = [], []
@@ -198,7 +201,8 @@ class ParquetShardSource(Datasource):
         self._id_column = id_column
         self._text_column = text_column
         first = shards[0].schema
-        self._extra_fields = [first.field(c) for c in extra_columns]
+        # A copied column named like a stream column is the text column itself: the stream carries it.
+        self._extra_fields = [first.field(c) for c in extra_columns if c not in STREAM_COLUMNS]
         self._rows_per_block = rows_per_block
         self._rows_per_task = rows_per_task
         self._done = done or {}

@@ -31,14 +31,17 @@ class RowValidator:
     """Cheap and stateless apart from actor handles; runs as plain Ray tasks.
 
     `index` (a TableIndex actor) is given in sync mode only; without it every
-    valid row is `new`.
+    valid row is `new`. `skip_existing`: an id the index holds is `unchanged`
+    whatever its fingerprint (the reranking job skips finished queries).
     """
 
-    def __init__(self, registry: Any, shard_index: dict[str, int], provenance: Provenance, index: Any = None):
+    def __init__(self, registry: Any, shard_index: dict[str, int], provenance: Provenance, index: Any = None,
+                 skip_existing: bool = False):
         self._registry = registry
         self._shard_index = shard_index
         self._provenance = provenance
         self._index = index
+        self._skip_existing = skip_existing
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED, "RowValidator")
@@ -84,7 +87,10 @@ class RowValidator:
             import ray
 
             found, old_prints, frags = ray.get(self._index.lookup.remote(id_hashes))
-            new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
+            if self._skip_existing:
+                old_prints = new_prints = np.zeros(len(found), dtype=np.uint64)
+            else:
+                new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
             actions = classify(found, old_prints, new_prints)
             old_frag = np.where(np.array(actions) == "changed", frags, -1)
 

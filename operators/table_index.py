@@ -19,10 +19,11 @@ from operators.vectors import id_hash64
 
 
 def scan_ids(uri: str, storage_options: dict[str, str] | None, *, above: int | None = None,
-             up_to: int | None = None, columns: tuple[str, ...] = ()) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+             up_to: int | None = None, columns: tuple[str, ...] = (),
+             id_column: str = "id") -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """(batch, id hashes) over the fragments with id > `above` / <= `up_to`; batches carry `_rowaddr`.
 
-    Only `id` (plus `columns`) is read, through the scanner: `ds.to_batches(fragments=...)`
+    Only `id_column` (plus `columns`) is read, through the scanner: `ds.to_batches(fragments=...)`
     silently reads every fragment in pylance 14.
     """
     from operators.run_ledger import open_dataset
@@ -34,18 +35,22 @@ def scan_ids(uri: str, storage_options: dict[str, str] | None, *, above: int | N
                  if (above is None or f.fragment_id > above) and (up_to is None or f.fragment_id <= up_to)]
     if not fragments:
         return
-    scan = ds.scanner(columns=["id", *columns], fragments=fragments, with_row_address=True, batch_size=65536)
+    scan = ds.scanner(columns=[id_column, *columns], fragments=fragments, with_row_address=True, batch_size=65536)
     for batch in scan.to_batches():
-        ids = batch.column("id").to_pylist()
+        ids = batch.column(id_column).to_pylist()
         yield batch, np.fromiter((id_hash64(i) for i in ids), dtype=np.uint64, count=len(ids))
 
 
 class TableIndex:
-    def __init__(self, uri: str, storage_options: dict[str, str] | None, fragment_floor: int):
+    """`fingerprint_column=None`: ids only (the reranking job asks "is this query finished?")."""
+
+    def __init__(self, uri: str, storage_options: dict[str, str] | None, fragment_floor: int,
+                 id_column: str = "id", fingerprint_column: str | None = "fingerprint"):
         keys, prints, frags = [], [], []
-        for batch, hashes in scan_ids(uri, storage_options, up_to=fragment_floor, columns=("fingerprint",)):
+        extra = (fingerprint_column,) if fingerprint_column else ()
+        for batch, hashes in scan_ids(uri, storage_options, up_to=fragment_floor, columns=extra, id_column=id_column):
             keys.append(hashes)
-            fps = batch.column("fingerprint").to_pylist()
+            fps = batch.column(fingerprint_column).to_pylist() if fingerprint_column else [""] * len(hashes)
             prints.append(np.fromiter((id_hash64(f or "") for f in fps), dtype=np.uint64, count=len(fps)))
             frags.append((batch.column("_rowaddr").to_numpy() >> 32).astype(np.int64))
         key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
@@ -82,8 +87,6 @@ def sql_quote_list(values: list[str]) -> str:
 
 def delete_predicate(ids: list[str]) -> str:
     return f"id IN ({sql_quote_list(ids)})"
-
-
 
 
 def delete_ids(ds: Any, ids_by_fragment: dict[int, list[str]]) -> tuple[list[int], list[Any]]:

@@ -75,14 +75,29 @@ def test_scores_equal_the_transformers_reference(tiny_qwen3, ray_session):
     # memory as the engine's and fails vLLM's CPU memory check.
     engine = EngineSpec(model_path=str(tiny_qwen3), max_model_len=160, dtype="float32",
                         hf_overrides=RERANKER_OVERRIDES)
-    batch = pa.table({"query": [q for q, _ in PAIRS], "doc_text": [d for _, d in PAIRS]})
+    # Rows are queries with their candidates; the two queries share no batch-level state.
+    queries = list(dict.fromkeys(q for q, _ in PAIRS))
+    docs = [[d for q2, d in PAIRS if q2 == q] for q in queries]
+    batch = pa.table({"text": queries + ["skipped"], "doc_text": docs + [["never scored"]],
+                      "action": ["new"] * len(queries) + ["unchanged"]})
     for instruction in (None, "Judge whether the passage answers the question"):
         spec = RerankerSpec(engine=engine, instruction=instruction, max_tokens=160)
         actor = ray_session.remote(num_cpus=1, runtime_env={"env_vars": ENGINE_ENV})(Reranker).remote(spec)
         out = ray_session.get(actor.__call__.remote(batch))
         ray_session.kill(actor)
-        got = np.array(out["rerank_score"].to_pylist(), dtype=np.float32)
+        got = np.array([s for row in out["rerank_score"].to_pylist()[:-1] for s in row], dtype=np.float32)
         want = qwen3_rerank_reference(tiny_qwen3, PAIRS, instruction=instruction, max_tokens=160)
         np.testing.assert_allclose(got, want, atol=1e-3)
-        assert out["truncated"].to_pylist() == [False, False, False, True, False]
-        assert max(out["n_tokens"].to_pylist()) <= 160
+        assert [t for row in out["truncated"].to_pylist()[:-1] for t in row] == [False, False, False, True, False]
+        assert max(t for row in out["pair_tokens"].to_pylist()[:-1] for t in row) <= 160
+        for scores, ranks in zip(out["rerank_score"].to_pylist()[:-1], out["rank"].to_pylist()[:-1], strict=True):
+            assert sorted(ranks) == list(range(1, len(ranks) + 1))
+            assert [s for _, s in sorted(zip(ranks, scores, strict=True))] == sorted(scores, reverse=True)
+        assert out["rerank_score"][-1].as_py() is None and out["n_tokens"][-1].as_py() == 0
+
+
+def test_ranks_put_unscored_pairs_last_and_keep_ties_in_order():
+    from operators.reranker import ranks_of
+
+    got = ranks_of(np.array([0.2, np.nan, 0.9, 0.2], dtype=np.float32))
+    assert got.tolist() == [2, -1, 1, 3]

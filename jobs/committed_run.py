@@ -1,0 +1,154 @@
+"""The loop every job that writes a Lance table shares: lock, id registry, pipeline, committer, clean-up.
+
+The embedding job and the reranking job differ in their pipelines and tables;
+what makes a run exactly-once does not: one lease on the table, an id registry
+seeded with what a killed attempt of this run committed, one committer on the
+driver that records progress inside each commit, and removal of files no
+commit references, all while the lease is held.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from operators import progress as prog
+from operators.id_registry import IdRegistry
+from operators.lance_committer import LanceCommitter
+from operators.lance_sink import SinkSpec
+from operators.run_ledger import remove_orphans
+from operators.storage import fsspec_options
+from operators.table_index import scan_ids
+from operators.table_lock import TableLock
+
+log = logging.getLogger("batch_embed")
+
+# Owner recorded for ids committed by an earlier attempt: no source row of this attempt has it.
+COMMITTED_OWNER = np.iinfo(np.uint64).max
+
+
+@dataclass
+class TableRun:
+    """What the loop needs to know of a planned run."""
+
+    sink: SinkSpec
+    db_uri: str  # the LanceDB database (lock files live under it)
+    table: str
+    mode: str
+    storage_options: dict[str, Any]  # as configured (fsspec or Lance names)
+    main_version: int | None
+    rejected_version: int | None
+    resuming: bool
+    run_id: str
+    source_signature: str
+    fragment_floor: int
+    total_rows: int  # source rows
+    rows_done: int  # source rows committed by earlier attempts of this run
+    commit_every_rows: int
+    commit_every_seconds: float
+    lock_timeout_seconds: float
+    show_progress: bool = True
+    id_column: str = "id"  # the main table's key, seeded into the registry on resume
+    unit: str = "row"
+
+    @property
+    def lock_path(self) -> str:
+        return f"{self.db_uri.rstrip('/')}/_locks/{self.table}.json"
+
+
+@dataclass
+class RunResult:
+    committer: LanceCommitter
+    orphans_removed: int
+    seconds: float
+
+
+def seed_registry(run: TableRun, registry: Any) -> int:
+    """Claim the ids this run already committed, so a resumed run still rejects their duplicates."""
+    import ray
+
+    seeded = 0
+    # Only the fragments this run wrote (id above its floor): the cost grows with
+    # the interrupted run's rows, not with the table.
+    for _, hashes in scan_ids(run.sink.main_uri, run.sink.storage_options, above=run.fragment_floor,
+                              id_column=run.id_column):
+        hashes = np.unique(hashes)  # a query's id is on each of its pairs
+        ray.get(registry.claim.remote(hashes, np.full(len(hashes), COMMITTED_OWNER, dtype=np.uint64)))
+        seeded += len(hashes)
+    return seeded
+
+
+def source_rows_of(report: dict[str, Any]) -> int:
+    """Source rows a writer report accounts for (a reranked query writes many table rows)."""
+    if report["table"] == "unchanged":
+        return int(report["rows"])
+    return prog.total_rows(prog.loads(report["progress"]))
+
+
+def run_committed(
+    run: TableRun,
+    build: Callable[[Any, Any], Any],
+    make_index: Callable[[], Any] | None = None,
+    final_deletes: Callable[[Any], dict[int, list[str]] | None] | None = None,
+) -> RunResult:
+    """Run `build(registry, index)`'s dataset of writer reports to a complete, committed table.
+
+    `make_index`: builds the actor that knows the table's existing ids (or None);
+    `final_deletes(registry)`: rows to delete in the last commit (sync.delete_missing).
+    """
+    import ray
+    from tqdm import tqdm
+
+    t0 = time.monotonic()
+    lock = TableLock(run.lock_path, run.run_id, fsspec_options(run.db_uri, run.storage_options),
+                     run.lock_timeout_seconds)
+    lock.acquire()
+    try:
+        if run.resuming:
+            log.info("resuming run %s: %d source rows already committed", run.run_id, run.rows_done)
+        registry = ray.remote(num_cpus=0)(IdRegistry).remote()
+        index = None
+        try:
+            if run.resuming:
+                seed_registry(run, registry)
+            index = make_index() if make_index is not None else None
+            committer = LanceCommitter.for_run(
+                run.sink,
+                mode=run.mode,
+                main_version=run.main_version,
+                rejected_version=run.rejected_version,
+                resuming=run.resuming,
+                run_id=run.run_id,
+                source=run.source_signature,
+                floor=run.fragment_floor,
+                commit_every_rows=run.commit_every_rows,
+                commit_every_seconds=run.commit_every_seconds,
+                on_commit=lock.refresh,
+            )
+            bar = tqdm(total=run.total_rows, initial=run.rows_done, unit=run.unit, desc=run.table,
+                       disable=not run.show_progress)
+            try:
+                for batch in build(registry, index).iter_batches(batch_size=None, batch_format="pyarrow"):
+                    for report in batch.to_pylist():
+                        committer.add(report)
+                        bar.update(source_rows_of(report))
+                    committer.maybe_commit()
+                committer.finish(final_deletes(registry) if final_deletes is not None else None)
+            finally:
+                bar.close()
+            # Files of killed attempts and of retried writer tasks were never committed;
+            # removing them needs the lock this run still holds.
+            orphans = remove_orphans(run.sink.main_uri, run.sink.rejected_uri,
+                                     storage_options=run.sink.storage_options)
+        finally:
+            for actor in (registry, index):
+                if actor is not None:
+                    ray.kill(actor)
+    finally:
+        lock.release()
+    return RunResult(committer=committer, orphans_removed=orphans, seconds=time.monotonic() - t0)

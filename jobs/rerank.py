@@ -1,0 +1,50 @@
+"""`batch-embed rerank` / `python -m jobs.rerank`: score (query, document) pairs with Qwen3-Reranker into LanceDB."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from jobs.config import ConfigError, load_config
+from jobs.embed import add_arguments, init_ray
+from jobs.rerank_config import RerankJobConfig
+from operators.table_lock import TableLockedError
+
+log = logging.getLogger("batch_embed")
+
+
+def run(cfg: RerankJobConfig):
+    """Plan (fast checks), start Ray, run; returns the RerankSummary."""
+    from jobs.rerank_pipeline import run_pipeline
+    from jobs.rerank_plan import plan_rerank_job
+
+    plan = plan_rerank_job(cfg)
+    log.info("%d shard(s), %d rows, reranker %s -> %s", len(plan.shards), plan.total_rows, cfg.model.name,
+             plan.sink.main_uri)
+    init_ray(cfg.run.ray_address)
+    return run_pipeline(plan)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        summary = run(load_config(args.config, args.overrides, RerankJobConfig))
+    except ConfigError as err:
+        print(f"config error:\n{err}", file=sys.stderr)
+        return 2
+    except TableLockedError as err:
+        print(f"table locked:\n{err}", file=sys.stderr)
+        return 3
+    print(summary.render())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batch-embed rerank", description=__doc__)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

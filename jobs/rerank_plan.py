@@ -1,0 +1,268 @@
+"""Turn a reranking config into a runnable plan, on the driver, before Ray or any engine starts.
+
+Checks what needs files: the input's columns, the reranker's config, the
+candidates table (its provenance says which model and instruction its vectors
+came from, so the queries are embedded the same way), the output table's
+provenance when appending; and finds an unfinished run of this job to resume.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs.config import DEFAULT_QUERY_INSTRUCTION, ConfigError
+from jobs.plan import find_unfinished_run, rows_per_batch
+from jobs.rerank_config import RerankJobConfig
+from operators import progress as prog
+from operators.candidate_retriever import RetrievalSpec
+from operators.embedder import EmbedderSpec
+from operators.engine import RERANKER_OVERRIDES, EngineSpec
+from operators.lance_sink import SinkSpec, read_provenance, table_uri
+from operators.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
+from operators.pairs_source import PairColumns
+from operators.parquet_source import ShardInfo, SourceError, inspect_shards, list_shards
+from operators.prompts import RERANK_PREFIX, RERANK_SUFFIX
+from operators.rerank_sink import rerank_schema
+from operators.reranker import RerankerSpec
+from operators.run_ledger import max_fragment_id, open_dataset
+from operators.storage import lance_storage_options
+from operators.vectors import Provenance
+
+_CHARS_PER_TOKEN = 4.0
+_TEMPLATE_TOKENS = (len(RERANK_PREFIX) + len(RERANK_SUFFIX) + 40) // 4
+_SAMPLE_ROWS = 512
+
+
+@dataclass
+class QueryEmbedding:
+    """How mode (b) embeds queries: the candidates table's own model, instruction and size."""
+
+    model: ModelSpec
+    instruction: str
+    dimensions: int
+    max_tokens: int
+    dtype: str
+    rows_per_batch: int
+
+
+@dataclass
+class RerankPlan:
+    config: RerankJobConfig
+    fs: Any
+    shards: list[ShardInfo]
+    model: ModelSpec
+    max_tokens: int
+    instruction: str | None
+    provenance: dict[str, Any]
+    sink: SinkSpec
+    main_version: int | None
+    rejected_version: int | None
+    queries_per_batch: int  # reranker batches, in queries
+    queries_per_fragment: int
+    run_id: str
+    source_signature: str
+    fragment_floor: int
+    pair_columns: PairColumns | None = None  # pairs input
+    query_embedding: QueryEmbedding | None = None  # queries + candidates input
+    retrieval: RetrievalSpec | None = None
+    resuming: bool = False
+    done: prog.Progress = field(default_factory=dict)
+
+    @property
+    def rows_done(self) -> int:
+        return prog.total_rows(self.done)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(s.num_rows for s in self.shards)
+
+    def reranker_spec(self, gpus: float) -> RerankerSpec:
+        m, eng = self.config.model, self.config.engine
+        engine = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=m.dtype.value,
+                            gpus=gpus, trust_remote_code=m.trust_remote_code, extra=dict(eng.vllm),
+                            hf_overrides=RERANKER_OVERRIDES)
+        return RerankerSpec(engine=engine, instruction=self.instruction, max_tokens=self.max_tokens,
+                            batch_tokens=eng.batch_tokens)
+
+    def embedder_spec(self, gpus: float) -> EmbedderSpec:
+        q = self.query_embedding
+        assert q is not None
+        engine = EngineSpec(model_path=q.model.path, max_model_len=q.max_tokens, dtype=q.dtype, gpus=gpus,
+                            extra=dict(self.config.engine.vllm))
+        return EmbedderSpec(model=q.model, engine=engine, input_type="query", instruction=q.instruction,
+                            max_tokens=q.max_tokens, dimensions=q.dimensions, width=q.dimensions,
+                            batch_tokens=self.config.engine.batch_tokens)
+
+    @property
+    def validator_provenance(self) -> Provenance:
+        """What the row validator fingerprints (the reranking job keys on query ids only)."""
+        return Provenance(model=self.config.model.name, instruction=self.instruction or "", input_type="rerank",
+                          dimensions=0, max_tokens=self.max_tokens)
+
+
+def _shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]]):
+    try:
+        fs, paths = list_shards(uri, storage_options)
+        shards = inspect_shards(fs, paths)
+        for setting, col in columns:
+            for shard in shards:
+                if col not in shard.schema.names:
+                    raise SourceError(f"{setting}: column {col!r} is missing from {shard.path} "
+                                      f"(it has {shard.schema.names})")
+    except SourceError as err:
+        raise ConfigError(str(err).replace("source.uri", uri)) from None
+    except (OSError, PermissionError) as err:
+        raise ConfigError(f"cannot list {uri}: {err}") from None
+    return fs, shards
+
+
+def _reranker_model(cfg: RerankJobConfig) -> tuple[ModelSpec, int]:
+    try:
+        model = load_model_spec(cfg.model.name)
+    except ModelNotFoundError as err:
+        raise ConfigError(f"model.name: {err}") from None
+    max_tokens = effective_max_tokens(model, cfg.model.max_tokens)
+    if model.max_positions and max_tokens > model.max_positions:
+        raise ConfigError(f"model.max_tokens: {max_tokens} is more than the model's limit of "
+                          f"{model.max_positions} tokens")
+    if model.pooling != "last":
+        raise ConfigError(f"model.name: {cfg.model.name} is not a Qwen3-Reranker-style causal LM; this job scores "
+                          "P(yes) with the Qwen3-Reranker template")
+    if max_tokens < _TEMPLATE_TOKENS + 16:
+        raise ConfigError(f"model.max_tokens: {max_tokens} leaves no room for a query and a document next to the "
+                          "reranker's template")
+    return model, max_tokens
+
+
+def _sample(fs: Any, shard: ShardInfo, columns: list[str]) -> pa.Table:
+    with fs.open(fs._strip_protocol(shard.path), "rb") as f:
+        batch = next(pq.ParquetFile(f).iter_batches(batch_size=_SAMPLE_ROWS, columns=columns), None)
+    return pa.Table.from_batches([batch]) if batch is not None else pa.table({c: [] for c in columns})
+
+
+def _mean_chars(col: pa.ChunkedArray) -> float:
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or not len(col):
+        return 0.0
+    return float(pc.mean(pc.utf8_length(col)).as_py() or 0.0)
+
+
+def _query_embedding(cfg: RerankJobConfig, fs: Any, shard: ShardInfo) -> tuple[QueryEmbedding, RetrievalSpec, Any]:
+    """The candidates table, and how its queries must be embedded (its own recorded provenance)."""
+    cand = cfg.candidates
+    assert cand is not None and cfg.queries is not None
+    uri = table_uri(cfg.candidates_uri, cand.table)
+    options = lance_storage_options(cand.storage_options or cfg.sink.storage_options)
+    ds = open_dataset(uri, options)
+    if ds is None:
+        raise ConfigError(f"candidates.table: no table {cand.table!r} at {cfg.candidates_uri}")
+    prov = read_provenance(ds.schema)
+    if prov is None:
+        raise ConfigError(f"candidates.table: {uri} was not written by batch-embed embed (no provenance metadata), "
+                          "so the model to embed the queries with is unknown")
+    if cand.text_column not in ds.schema.names:
+        raise ConfigError(f"candidates.text_column: table {cand.table!r} has no column {cand.text_column!r} (it has "
+                          f"{ds.schema.names}); embed it with source.columns: [<the text column>] so the reranker "
+                          "can read the documents")
+    try:
+        model = load_model_spec(prov["model"])
+    except ModelNotFoundError as err:
+        raise ConfigError(f"candidates.table: the table was embedded with {err}") from None
+    if cand.query_instruction is not None:
+        instruction = cand.query_instruction
+    elif prov.get("input_type") == "query":
+        instruction = prov.get("instruction") or ""
+    else:
+        instruction = DEFAULT_QUERY_INSTRUCTION if model.appends_end_token else ""
+    emb = QueryEmbedding(
+        model=model, instruction=instruction, dimensions=int(prov["dimensions"]), max_tokens=int(prov["max_tokens"]),
+        dtype=cfg.model.dtype.value,
+        rows_per_batch=rows_per_batch(fs, shard, cfg.queries.text_column, cfg.engine.batch_tokens),
+    )
+    retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=cand.top_k, text_column=cand.text_column,
+                              storage_options=options)
+    return emb, retrieval, ds
+
+
+def _check_existing(cfg: RerankJobConfig, schema: pa.Schema, provenance: dict[str, Any], uri: str) -> None:
+    have = read_provenance(schema)
+    if have is None or have.get("kind") != "rerank":
+        raise ConfigError(f"sink.table: {uri} was not written by batch-embed rerank; use sink.mode: overwrite or "
+                          "another sink.table")
+    for key, setting in [("model", "model.name"), ("instruction", "model.instruction"),
+                         ("max_tokens", "model.max_tokens")]:
+        if have.get(key) != provenance.get(key):
+            raise ConfigError(f"{setting}: the existing table {cfg.sink.table} was reranked with {key}="
+                              f"{have.get(key)!r}, this run would use {provenance.get(key)!r}; scores would not be "
+                              "comparable. Use sink.mode: overwrite, or another sink.table")
+
+
+def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
+    model, max_tokens = _reranker_model(cfg)
+    eng = cfg.engine
+    pair_columns = query_embedding = retrieval = None
+    if cfg.pairs is not None:
+        p = cfg.pairs
+        pair_columns = PairColumns(p.query_id_column, p.query_column, p.doc_id_column, p.doc_text_column,
+                                   p.score_column)
+        cols = [("pairs.query_id_column", p.query_id_column), ("pairs.query_column", p.query_column),
+                ("pairs.doc_id_column", p.doc_id_column), ("pairs.doc_text_column", p.doc_text_column)]
+        if p.score_column:
+            cols.append(("pairs.score_column", p.score_column))
+        fs, shards = _shards(p.uri, p.storage_options, cols)
+        sample = _sample(fs, shards[0], [p.query_id_column, p.doc_text_column])
+        groups = max(1, len(set(sample.column(p.query_id_column).to_pylist())))
+        pairs_per_query = max(1.0, sample.num_rows / groups)
+        doc_chars = _mean_chars(sample.column(p.doc_text_column))
+        candidates: dict[str, Any] = {}
+    else:
+        q = cfg.queries
+        assert q is not None and cfg.candidates is not None
+        fs, shards = _shards(q.uri, q.storage_options, [("queries.id_column", q.id_column),
+                                                        ("queries.text_column", q.text_column)])
+        query_embedding, retrieval, cand_ds = _query_embedding(cfg, fs, shards[0])
+        sample = cand_ds.head(_SAMPLE_ROWS, columns=[cfg.candidates.text_column])
+        pairs_per_query = float(min(cfg.candidates.top_k, max(1, cand_ds.count_rows())))
+        doc_chars = _mean_chars(sample.column(0))
+        candidates = {"candidates_table": retrieval.uri, "candidates_version": retrieval.version,
+                      "top_k": cfg.candidates.top_k, "query_instruction": query_embedding.instruction}
+    pair_tokens = min(max_tokens, _TEMPLATE_TOKENS + 16 + doc_chars / _CHARS_PER_TOKEN)
+    queries_per_batch = int(max(1, min(4096, eng.batch_tokens / (pairs_per_query * pair_tokens))))
+    queries_per_fragment = int(max(1, cfg.sink.rows_per_fragment / pairs_per_query))
+
+    provenance = {"kind": "rerank", "model": cfg.model.name, "instruction": cfg.model.instruction,
+                  "max_tokens": max_tokens, **candidates}
+    schema = rerank_schema(provenance)
+    options = lance_storage_options(cfg.sink.storage_options)
+    main_uri = table_uri(cfg.sink.uri, cfg.sink.table)
+    rejected_uri = table_uri(cfg.sink.uri, f"{cfg.sink.table}_rejected")
+    main_ds, rejected_ds = open_dataset(main_uri, options), open_dataset(rejected_uri, options)
+    listing = [(s.path, s.num_rows) for s in shards]
+    if retrieval is not None:  # a resumed run must see the candidates its first attempt saw
+        listing.append((f"candidates:{retrieval.uri}", retrieval.version))
+    signature = prog.source_signature(listing)
+    mode = cfg.sink.mode.value
+    resume = None if mode == "overwrite" else find_unfinished_run(cfg.sink.table, main_ds, rejected_ds, signature)
+    if main_ds is not None and mode == "create" and resume is None:
+        raise ConfigError(f"sink.table: table {cfg.sink.table!r} already exists at {main_uri}; use sink.mode: "
+                          "append (skips finished queries) or overwrite")
+    if main_ds is not None and mode != "overwrite":
+        _check_existing(cfg, main_ds.schema, provenance, main_uri)
+    return RerankPlan(
+        config=cfg, fs=fs, shards=shards, model=model, max_tokens=max_tokens, instruction=cfg.model.instruction,
+        provenance=provenance,
+        sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options),
+        main_version=main_ds.version if main_ds is not None else None,
+        rejected_version=rejected_ds.version if rejected_ds is not None else None,
+        queries_per_batch=queries_per_batch, queries_per_fragment=queries_per_fragment,
+        run_id=resume[0] if resume else uuid.uuid4().hex, source_signature=signature,
+        fragment_floor=resume[2] if resume else max_fragment_id(main_ds),
+        pair_columns=pair_columns, query_embedding=query_embedding, retrieval=retrieval,
+        resuming=resume is not None, done=resume[1] if resume else {},
+    )
+

@@ -1,0 +1,126 @@
+"""`batch-embed rerank`: pairs in, (query_id, doc_id, retrieval_score, rerank_score, rank) out.
+
+Scores are checked against the transformers reference of the model card's
+formula on the tiny Qwen3; bad input lands in the rejected table or as unscored
+pairs, never silently; re-running with `sink.mode: append` reranks only new queries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from jobs.config import ConfigError, parse_config
+from jobs.rerank_config import RerankJobConfig
+from tests.conftest import read_table, write_shards
+from tests.corpus import SENTENCES, long_text
+from tests.reference import qwen3_rerank_reference
+
+INSTRUCTION = "Judge whether the passage answers the question"
+QUERIES = {"q1": "What is the capital of China?", "q2": "Explain gravity", "q3": "who wrote hamlet",
+           "q4": "how do plants make energy"}
+
+
+def pair_rows(qids: list[str]) -> list[tuple[str, str, str, str, float]]:
+    rows = []
+    for qi, q in enumerate(qids):
+        for d in range(3 + qi % 2):
+            text = long_text(qi + d, words=200) if (qi, d) == (1, 2) else SENTENCES[(qi * 3 + d) % len(SENTENCES)]
+            rows.append((q, QUERIES[q], f"{q}-d{d}", text, 1.0 - d / 10))
+    return rows
+
+
+def table_of(rows) -> pa.Table:
+    cols = list(zip(*rows, strict=True))
+    return pa.table({"qid": list(cols[0]), "question": list(cols[1]), "doc_id": list(cols[2]),
+                     "doc_text": list(cols[3]), "bm25": list(cols[4])})
+
+
+def rerank_config(pairs_uri, db, model_path, **sections) -> dict:
+    cfg = {
+        "pairs": {"uri": str(pairs_uri), "query_id_column": "qid", "query_column": "question",
+                  "score_column": "bm25"},
+        "model": {"name": str(model_path), "instruction": INSTRUCTION, "max_tokens": 160, "dtype": "float32"},
+        "engine": {"batch_tokens": 1024},
+        "sink": {"uri": str(db), "table": "scores", "commit_every_rows": 8, "rows_per_fragment": 8},
+        "run": {"progress": False},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def run_rerank(raw: dict):
+    from jobs.rerank import run
+
+    return run(parse_config(raw, RerankJobConfig))
+
+
+def test_config_needs_exactly_one_input():
+    base = {"sink": {"uri": "db", "table": "t"}}
+    with pytest.raises(ConfigError, match="pairs: give either pairs"):
+        parse_config(base, RerankJobConfig)
+    with pytest.raises(ConfigError, match="candidates: queries need candidates.table"):
+        parse_config({**base, "queries": {"uri": "q"}}, RerankJobConfig)
+    with pytest.raises(ConfigError, match="candidates: applies to queries"):
+        parse_config({**base, "pairs": {"uri": "p"}, "candidates": {"table": "docs"}}, RerankJobConfig)
+    cfg = parse_config({**base, "queries": {"uri": "q"}, "candidates": {"table": "docs", "top_k": 5}},
+                       RerankJobConfig)
+    assert cfg.candidates_uri == "db" and cfg.model.name == "Qwen/Qwen3-Reranker-0.6B"
+
+
+def test_missing_pair_column_is_named(tmp_path, tiny_qwen3):
+    from jobs.rerank_plan import plan_rerank_job
+
+    src = write_shards(tmp_path / "pairs", [table_of(pair_rows(["q1"]))])
+    raw = rerank_config(src, tmp_path / "db", tiny_qwen3, pairs={"doc_text_column": "body"})
+    with pytest.raises(ConfigError, match="pairs.doc_text_column: column 'body' is missing"):
+        plan_rerank_job(parse_config(raw, RerankJobConfig))
+
+
+@pytest.mark.engine
+def test_pairs_are_scored_ranked_and_bad_input_is_kept(tmp_path, tiny_qwen3, ray_session):
+    good = pair_rows(["q1", "q2", "q3"])
+    good[1] = (*good[1][:3], "   ", good[1][4])  # an empty document: written, unscored
+    empty_query = [("q9", "", "q9-d0", "some text", 0.5)]
+    again = [r for r in pair_rows(["q1"])][:1]  # q1 again, after other queries: not merged
+    src = write_shards(tmp_path / "pairs", [table_of(good[:7]), table_of(good[7:] + empty_query + again)])
+    db = tmp_path / "db"
+    summary = run_rerank(rerank_config(src, db, tiny_qwen3))
+
+    out = read_table(str(db), "scores").sort_by([("query_id", "ascending"), ("doc_id", "ascending")])
+    assert out.num_rows == len(good)
+    assert summary.pairs_written == len(good) and summary.queries_reranked == 3 and summary.pairs_unscored == 1
+    rows = out.to_pylist()
+    by_pair = {(r["query_id"], r["doc_id"]): r for r in rows}
+    empty = by_pair[("q1", "q1-d1")]
+    assert empty["rerank_score"] is None and empty["rank"] is None and empty["reason"] == "empty_document"
+    scored = [r for r in good if r[3].strip()]
+    want = qwen3_rerank_reference(tiny_qwen3, [(r[1], r[3]) for r in scored], instruction=INSTRUCTION,
+                                  max_tokens=160)
+    got = np.array([by_pair[(r[0], r[2])]["rerank_score"] for r in scored], dtype=np.float32)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    for q in ("q1", "q2", "q3"):
+        mine = sorted((r for r in rows if r["query_id"] == q and r["rank"] is not None), key=lambda r: r["rank"])
+        assert [r["rank"] for r in mine] == list(range(1, len(mine) + 1))
+        assert [r["rerank_score"] for r in mine] == sorted((r["rerank_score"] for r in mine), reverse=True)
+    assert by_pair[("q2", "q2-d2")]["truncated"] and by_pair[("q2", "q2-d0")]["retrieval_score"] == pytest.approx(1.0)
+
+    rejected = read_table(str(db), "scores_rejected").to_pylist()
+    assert sorted((r["id"], r["reason"]) for r in rejected) == [("q1", "duplicate_query"), ("q9", "empty_query")]
+    assert summary.rows_read == len(good) + 2 and summary.rejected_rows == 2
+
+    # Re-running the finished job reranks nothing; a new shard's queries are the only work.
+    raw = rerank_config(src, db, tiny_qwen3, sink={"mode": "append"})
+    again_summary = run_rerank(raw)
+    assert again_summary.queries_reranked == 0 and again_summary.queries_skipped == 3
+    assert read_table(str(db), "scores").num_rows == len(good)
+    write_shards(tmp_path / "more", [table_of(pair_rows(["q4"]))])
+    more = run_rerank(rerank_config(tmp_path / "more", db, tiny_qwen3, sink={"mode": "append"}))
+    final = read_table(str(db), "scores")
+    assert more.queries_reranked == 1 and final.num_rows == len(good) + len(pair_rows(["q4"]))
+    assert sorted(set(final["query_id"].to_pylist())) == ["q1", "q2", "q3", "q4"]
+
+    with pytest.raises(ConfigError, match="model.instruction: the existing table scores was reranked with"):
+        run_rerank(rerank_config(src, db, tiny_qwen3, sink={"mode": "append"}, model={"instruction": "other"}))
