@@ -124,3 +124,64 @@ def test_pairs_are_scored_ranked_and_bad_input_is_kept(tmp_path, tiny_qwen3, ray
 
     with pytest.raises(ConfigError, match="model.instruction: the existing table scores was reranked with"):
         run_rerank(rerank_config(src, db, tiny_qwen3, sink={"mode": "append"}, model={"instruction": "other"}))
+
+
+@pytest.mark.engine
+def test_queries_are_embedded_like_the_table_and_their_top_k_reranked(tmp_path, tiny_qwen3, ray_session):
+    from jobs.config import DEFAULT_QUERY_INSTRUCTION
+    from tests.conftest import job_config, run_job
+    from tests.reference import qwen3_reference
+
+    docs = [(f"doc-{i:02d}", SENTENCES[i % len(SENTENCES)] + f" Note {i}.") for i in range(24)]
+    corpus = write_shards(tmp_path / "corpus", [pa.table({"id": [d[0] for d in docs], "text": [d[1] for d in docs]})])
+    db = tmp_path / "db"
+    # The table keeps its text (source.columns: [text]) so the reranker can read the candidates.
+    run_job(job_config(corpus, db, tiny_qwen3, source={"columns": ["text"]}, model={"dimensions": 64,
+                                                                                  "max_tokens": 128}))
+    queries = {"q1": "What is the capital of China?", "q2": "Explain gravity", "q3": "binary search", "q4": " "}
+    qsrc = write_shards(tmp_path / "queries", [pa.table({"query_id": list(queries), "query": list(queries.values())})])
+    raw = {
+        "queries": {"uri": str(qsrc)},
+        "candidates": {"table": "docs", "top_k": 3},
+        "model": {"name": str(tiny_qwen3), "max_tokens": 160, "dtype": "float32"},
+        "engine": {"batch_tokens": 1024, "cpus_per_actor": 0.5},
+        "sink": {"uri": str(db), "table": "reranked"},
+        "run": {"progress": False},
+    }
+    summary = run_rerank(raw)
+    assert summary.queries_reranked == 3 and summary.rejected_by_reason == {"empty_query": 1}
+
+    table = read_table(str(db), "docs")
+    vectors = np.array(table["vector"].to_pylist(), dtype=np.float32)
+    ids, texts = table["id"].to_pylist(), dict(zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True))
+    good = {k: v for k, v in queries.items() if v.strip()}
+    qvec = qwen3_reference(tiny_qwen3, list(good.values()), instruction=DEFAULT_QUERY_INSTRUCTION, max_tokens=128,
+                           dimensions=64)
+    out = read_table(str(db), "reranked").to_pylist()
+    for (qid, query), qv in zip(good.items(), qvec, strict=True):
+        sims = dict(zip(ids, vectors @ qv, strict=True))
+        fourth = sorted(sims.values(), reverse=True)[3]
+        mine = [r for r in out if r["query_id"] == qid]
+        assert len(mine) == 3
+        for r in mine:  # the exact top 3 by cosine, with their scores
+            assert r["retrieval_score"] == pytest.approx(float(sims[r["doc_id"]]), abs=2e-3)
+            assert r["retrieval_score"] >= fourth - 2e-3
+        want = qwen3_rerank_reference(tiny_qwen3, [(query, texts[r["doc_id"]]) for r in mine], max_tokens=160)
+        np.testing.assert_allclose([r["rerank_score"] for r in mine], want, atol=1e-3)
+        assert sorted(r["rank"] for r in mine) == [1, 2, 3]
+
+
+def test_candidates_table_must_keep_its_text(tmp_path, tiny_qwen3):
+    import lance
+
+    from jobs.rerank_plan import plan_rerank_job
+    from operators.lance_sink import main_schema
+
+    schema = main_schema(8, "float32", [], {"model": str(tiny_qwen3), "instruction": "", "input_type": "document",
+                                            "dimensions": 8, "max_tokens": 64})
+    lance.write_dataset(schema.empty_table(), str(tmp_path / "db" / "docs.lance"))
+    qsrc = write_shards(tmp_path / "queries", [pa.table({"query_id": ["q"], "query": ["x"]})])
+    raw = {"queries": {"uri": str(qsrc)}, "candidates": {"table": "docs"}, "model": {"name": str(tiny_qwen3)},
+           "sink": {"uri": str(tmp_path / "db"), "table": "out"}}
+    with pytest.raises(ConfigError, match=r"candidates.text_column: table 'docs' has no column 'text'.*source.columns"):
+        plan_rerank_job(parse_config(raw, RerankJobConfig))
