@@ -50,7 +50,8 @@ def settings(src, db, model, **sink) -> dict:
     return raw
 
 
-def run_cli(raw: dict, tmp: Path, kill_at: str | None = None, pause_at: str | None = None) -> subprocess.Popen:
+def run_cli(raw: dict, tmp: Path, kill_at: str | None = None, pause_at: str | None = None,
+            module: str = "jobs.embed") -> subprocess.Popen:
     """Start the job as a user would, in its own process group; hooks: see operators/faults.py."""
     cfg = tmp / "job.yaml"
     cfg.write_text(yaml.safe_dump(raw))
@@ -61,7 +62,7 @@ def run_cli(raw: dict, tmp: Path, kill_at: str | None = None, pause_at: str | No
         env["BATCH_EMBED_PAUSE_AT"] = pause_at
         env["BATCH_EMBED_MARKER_DIR"] = str(tmp)
     log = open(tmp / f"job-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "jobs.embed", "--config", str(cfg)], stdout=log,
+    return subprocess.Popen([sys.executable, "-m", module, "--config", str(cfg)], stdout=log,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
