@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import demo_corpus, embed, rerank
+from jobs import demo_corpus, embed, mine, rerank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
                        description=rerank.__doc__)
     embed.add_arguments(p)
     p.set_defaults(func=rerank.run_from_args)
+    p = sub.add_parser("mine", help="mine hard negatives for (query, positive) pairs into JSONL",
+                       description=mine.__doc__)
+    embed.add_arguments(p)
+    p.set_defaults(func=mine.run_from_args)
     p = sub.add_parser("demo-corpus", help="write the offline demo corpus", description=demo_corpus.__doc__)
     demo_corpus.add_arguments(p)
     p.set_defaults(func=demo_corpus.run_from_args)

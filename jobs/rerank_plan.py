@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from jobs.config import DEFAULT_QUERY_INSTRUCTION, ConfigError
 from jobs.plan import find_unfinished_run, rows_per_batch
-from jobs.rerank_config import RerankJobConfig
+from jobs.rerank_config import RerankJobConfig, RerankModelConfig
 from operators import progress as prog
 from operators.candidate_retriever import RetrievalSpec
 from operators.embedder import EmbedderSpec
@@ -49,6 +49,14 @@ class QueryEmbedding:
     max_tokens: int
     dtype: str
     rows_per_batch: int
+
+    def embedder_spec(self, gpus: float, engine: Any, document_column: str | None = None) -> EmbedderSpec:
+        """`engine`: the job's EngineConfig."""
+        spec = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=self.dtype, gpus=gpus,
+                          extra=dict(engine.vllm))
+        return EmbedderSpec(model=self.model, engine=spec, input_type="query", instruction=self.instruction,
+                            max_tokens=self.max_tokens, dimensions=self.dimensions, width=self.dimensions,
+                            batch_tokens=engine.batch_tokens, document_column=document_column)
 
 
 @dataclass
@@ -83,21 +91,11 @@ class RerankPlan:
         return sum(s.num_rows for s in self.shards)
 
     def reranker_spec(self, gpus: float) -> RerankerSpec:
-        m, eng = self.config.model, self.config.engine
-        engine = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=m.dtype.value,
-                            gpus=gpus, trust_remote_code=m.trust_remote_code, extra=dict(eng.vllm),
-                            hf_overrides=RERANKER_OVERRIDES)
-        return RerankerSpec(engine=engine, instruction=self.instruction, max_tokens=self.max_tokens,
-                            batch_tokens=eng.batch_tokens)
+        return reranker_spec(self.config.model, self.model, self.max_tokens, self.config.engine, gpus)
 
     def embedder_spec(self, gpus: float) -> EmbedderSpec:
-        q = self.query_embedding
-        assert q is not None
-        engine = EngineSpec(model_path=q.model.path, max_model_len=q.max_tokens, dtype=q.dtype, gpus=gpus,
-                            extra=dict(self.config.engine.vllm))
-        return EmbedderSpec(model=q.model, engine=engine, input_type="query", instruction=q.instruction,
-                            max_tokens=q.max_tokens, dimensions=q.dimensions, width=q.dimensions,
-                            batch_tokens=self.config.engine.batch_tokens)
+        assert self.query_embedding is not None
+        return self.query_embedding.embedder_spec(gpus, self.config.engine)
 
     @property
     def validator_provenance(self) -> Provenance:
@@ -106,7 +104,7 @@ class RerankPlan:
                           dimensions=0, max_tokens=self.max_tokens)
 
 
-def _shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]]):
+def input_shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]]):
     try:
         fs, paths = list_shards(uri, storage_options)
         shards = inspect_shards(fs, paths)
@@ -122,22 +120,31 @@ def _shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, 
     return fs, shards
 
 
-def _reranker_model(cfg: RerankJobConfig) -> tuple[ModelSpec, int]:
+def reranker_model(m: RerankModelConfig, section: str = "model") -> tuple[ModelSpec, int]:
+    """The reranker's spec and token limit, checked; errors name `<section>.<key>`."""
     try:
-        model = load_model_spec(cfg.model.name)
+        model = load_model_spec(m.name)
     except ModelNotFoundError as err:
-        raise ConfigError(f"model.name: {err}") from None
-    max_tokens = effective_max_tokens(model, cfg.model.max_tokens)
+        raise ConfigError(f"{section}.name: {err}") from None
+    max_tokens = effective_max_tokens(model, m.max_tokens)
     if model.max_positions and max_tokens > model.max_positions:
-        raise ConfigError(f"model.max_tokens: {max_tokens} is more than the model's limit of "
+        raise ConfigError(f"{section}.max_tokens: {max_tokens} is more than the model's limit of "
                           f"{model.max_positions} tokens")
     if model.pooling != "last":
-        raise ConfigError(f"model.name: {cfg.model.name} is not a Qwen3-Reranker-style causal LM; this job scores "
+        raise ConfigError(f"{section}.name: {m.name} is not a Qwen3-Reranker-style causal LM; this job scores "
                           "P(yes) with the Qwen3-Reranker template")
     if max_tokens < _TEMPLATE_TOKENS + 16:
-        raise ConfigError(f"model.max_tokens: {max_tokens} leaves no room for a query and a document next to the "
-                          "reranker's template")
+        raise ConfigError(f"{section}.max_tokens: {max_tokens} leaves no room for a query and a document next to "
+                          "the reranker's template")
     return model, max_tokens
+
+
+def reranker_spec(m: RerankModelConfig, model: ModelSpec, max_tokens: int, engine: Any, gpus: float) -> RerankerSpec:
+    """`engine`: the job's EngineConfig."""
+    spec = EngineSpec(model_path=model.path, max_model_len=max_tokens, dtype=m.dtype.value, gpus=gpus,
+                      trust_remote_code=m.trust_remote_code, extra=dict(engine.vllm), hf_overrides=RERANKER_OVERRIDES)
+    return RerankerSpec(engine=spec, instruction=m.instruction, max_tokens=max_tokens,
+                        batch_tokens=engine.batch_tokens)
 
 
 def _sample(fs: Any, shard: ShardInfo, columns: list[str]) -> pa.Table:
@@ -152,40 +159,47 @@ def _mean_chars(col: pa.ChunkedArray) -> float:
     return float(pc.mean(pc.utf8_length(col)).as_py() or 0.0)
 
 
-def _query_embedding(cfg: RerankJobConfig, fs: Any, shard: ShardInfo) -> tuple[QueryEmbedding, RetrievalSpec, Any]:
-    """The candidates table, and how its queries must be embedded (its own recorded provenance)."""
-    cand = cfg.candidates
-    assert cand is not None and cfg.queries is not None
-    uri = table_uri(cfg.candidates_uri, cand.table)
-    options = lance_storage_options(cand.storage_options or cfg.sink.storage_options)
+def open_candidates(table: str, db_uri: str, text_column: str, query_instruction: str | None,
+                    storage_options: dict[str, Any], top_k: int,
+                    dtype: str) -> tuple[QueryEmbedding, RetrievalSpec, Any]:
+    """The candidates table, and how queries must be embedded to search it (its own recorded provenance)."""
+    uri = table_uri(db_uri, table)
+    options = lance_storage_options(storage_options)
     ds = open_dataset(uri, options)
     if ds is None:
-        raise ConfigError(f"candidates.table: no table {cand.table!r} at {cfg.candidates_uri}")
+        raise ConfigError(f"candidates.table: no table {table!r} at {db_uri}")
     prov = read_provenance(ds.schema)
     if prov is None:
         raise ConfigError(f"candidates.table: {uri} was not written by batch-embed embed (no provenance metadata), "
                           "so the model to embed the queries with is unknown")
-    if cand.text_column not in ds.schema.names:
-        raise ConfigError(f"candidates.text_column: table {cand.table!r} has no column {cand.text_column!r} (it has "
-                          f"{ds.schema.names}); embed it with source.columns: [<the text column>] so the reranker "
-                          "can read the documents")
+    if text_column not in ds.schema.names:
+        raise ConfigError(f"candidates.text_column: table {table!r} has no column {text_column!r} (it has "
+                          f"{ds.schema.names}); embed it with source.columns: [<the text column>] so the documents "
+                          "can be read back")
     try:
         model = load_model_spec(prov["model"])
     except ModelNotFoundError as err:
         raise ConfigError(f"candidates.table: the table was embedded with {err}") from None
-    if cand.query_instruction is not None:
-        instruction = cand.query_instruction
+    if query_instruction is not None:
+        instruction = query_instruction
     elif prov.get("input_type") == "query":
         instruction = prov.get("instruction") or ""
     else:
         instruction = DEFAULT_QUERY_INSTRUCTION if model.appends_end_token else ""
-    emb = QueryEmbedding(
-        model=model, instruction=instruction, dimensions=int(prov["dimensions"]), max_tokens=int(prov["max_tokens"]),
-        dtype=cfg.model.dtype.value,
-        rows_per_batch=rows_per_batch(fs, shard, cfg.queries.text_column, cfg.engine.batch_tokens),
-    )
-    retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=cand.top_k, text_column=cand.text_column,
+    emb = QueryEmbedding(model=model, instruction=instruction, dimensions=int(prov["dimensions"]),
+                         max_tokens=int(prov["max_tokens"]), dtype=dtype, rows_per_batch=0)
+    retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=top_k, text_column=text_column,
                               storage_options=options)
+    return emb, retrieval, ds
+
+
+def _query_embedding(cfg: RerankJobConfig, fs: Any, shard: ShardInfo) -> tuple[QueryEmbedding, RetrievalSpec, Any]:
+    cand, queries = cfg.candidates, cfg.queries
+    assert cand is not None and queries is not None
+    emb, retrieval, ds = open_candidates(cand.table, cfg.candidates_uri, cand.text_column, cand.query_instruction,
+                                         cand.storage_options or cfg.sink.storage_options, cand.top_k,
+                                         cfg.model.dtype.value)
+    emb.rows_per_batch = rows_per_batch(fs, shard, queries.text_column, cfg.engine.batch_tokens)
     return emb, retrieval, ds
 
 
@@ -203,7 +217,7 @@ def _check_existing(cfg: RerankJobConfig, schema: pa.Schema, provenance: dict[st
 
 
 def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
-    model, max_tokens = _reranker_model(cfg)
+    model, max_tokens = reranker_model(cfg.model)
     eng = cfg.engine
     pair_columns = query_embedding = retrieval = None
     if cfg.pairs is not None:
@@ -214,7 +228,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
                 ("pairs.doc_id_column", p.doc_id_column), ("pairs.doc_text_column", p.doc_text_column)]
         if p.score_column:
             cols.append(("pairs.score_column", p.score_column))
-        fs, shards = _shards(p.uri, p.storage_options, cols)
+        fs, shards = input_shards(p.uri, p.storage_options, cols)
         sample = _sample(fs, shards[0], [p.query_id_column, p.doc_text_column])
         groups = max(1, len(set(sample.column(p.query_id_column).to_pylist())))
         pairs_per_query = max(1.0, sample.num_rows / groups)
@@ -223,7 +237,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
     else:
         q = cfg.queries
         assert q is not None and cfg.candidates is not None
-        fs, shards = _shards(q.uri, q.storage_options, [("queries.id_column", q.id_column),
+        fs, shards = input_shards(q.uri, q.storage_options, [("queries.id_column", q.id_column),
                                                         ("queries.text_column", q.text_column)])
         query_embedding, retrieval, cand_ds = _query_embedding(cfg, fs, shards[0])
         sample = cand_ds.head(_SAMPLE_ROWS, columns=[cfg.candidates.text_column])

@@ -6,6 +6,9 @@ Column contract:
 - adds `vector` (fixed-size list of `dimensions` float32; null where not embedded),
   `n_tokens` (int32, tokens the model saw, end token included; 0 where not embedded)
   and `truncated` (bool, input was cut to `max_tokens`).
+- with `spec.document_column` set (hard-negative mining: query and positive in one engine),
+  also embeds that column as documents (no instruction) and adds `document_score` (float32,
+  cosine of the row's two vectors; null where not embedded); its tokens count in `n_tokens`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class EmbedderSpec:
     dimensions: int | None
     width: int  # stored vector width: `dimensions`, or the model's hidden size
     batch_tokens: int
+    document_column: str | None = None  # also embed this column as documents, see the module docstring
 
 
 class Tokenizer:
@@ -96,30 +100,35 @@ class Embedder:
         self.tokenizer = Tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code)
         self.engine = PoolingEngine(spec.engine)
 
+    def _embed(self, prompts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:
+        """(len(prompts), width) MRL vectors, token counts and cut flags."""
+        spec = self.spec
+        token_ids, truncated = self.tokenizer.encode(prompts)
+        lengths = [len(ids) for ids in token_ids]
+        full: np.ndarray | None = None
+        for group in group_by_token_budget(lengths, spec.batch_tokens):
+            out = self.engine.embed([token_ids[i] for i in group])
+            if full is None:
+                full = np.zeros((len(prompts), out.shape[1]), dtype=np.float32)
+            full[group] = out
+        if full is None:
+            return np.zeros((0, spec.width), dtype=np.float32), lengths, truncated
+        self._check_width(full.shape[1])
+        return mrl_truncate(full, spec.dimensions), lengths, truncated
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        require_columns(batch, REQUIRED, "Embedder")
+        require_columns(batch, REQUIRED + ((self.spec.document_column,) if self.spec.document_column else ()),
+                        "Embedder")
         faults.point("embed_batch")
         spec = self.spec
         n = batch.num_rows
         ok = pc.is_in(batch.column("action"), pa.array(EMBED_ACTIONS)).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(ok)
         texts = batch.column("text").take(rows).to_pylist()
-        prompts = [format_input(t, spec.input_type, spec.instruction) for t in texts]
-        token_ids, truncated = self.tokenizer.encode(prompts)
-        lengths = [len(ids) for ids in token_ids]
-
-        full: np.ndarray | None = None
-        for group in group_by_token_budget(lengths, spec.batch_tokens):
-            out = self.engine.embed([token_ids[i] for i in group])
-            if full is None:
-                full = np.zeros((len(rows), out.shape[1]), dtype=np.float32)
-            full[group] = out
+        embedded, lengths, truncated = self._embed([format_input(t, spec.input_type, spec.instruction) for t in texts])
         width = spec.width
-        if full is not None:
-            self._check_width(full.shape[1])
         vectors = np.zeros((n, width), dtype=np.float32)
-        if full is not None:
-            vectors[rows] = mrl_truncate(full, spec.dimensions)
+        vectors[rows] = embedded
 
         n_tokens = np.zeros(n, dtype=np.int32)
         n_tokens[rows] = lengths
@@ -128,11 +137,20 @@ class Embedder:
 
         mask = pa.array(~ok)
         vector_col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), width, mask=mask)
-        return (
+        out = (
             batch.append_column("vector", vector_col)
             .append_column("n_tokens", pa.array(n_tokens))
             .append_column("truncated", pa.array(cut))
         )
+        if spec.document_column:
+            docs = [t or "" for t in batch.column(spec.document_column).take(rows).to_pylist()]
+            doc_vectors, doc_lengths, _ = self._embed(docs)
+            scores = np.full(n, np.nan, dtype=np.float32)
+            scores[rows] = np.sum(embedded * doc_vectors, axis=1)
+            n_tokens[rows] += np.asarray(doc_lengths, dtype=np.int32)
+            out = out.set_column(out.schema.get_field_index("n_tokens"), "n_tokens", pa.array(n_tokens))
+            out = out.append_column("document_score", pa.array(scores, mask=np.isnan(scores)))
+        return out
 
     def _check_width(self, produced: int) -> None:
         """The engine's vector size must match what the driver planned the table for."""
