@@ -38,11 +38,19 @@ def init_ray(address: str | None) -> None:
 
 
 def run(cfg: EmbedJobConfig):
-    """Plan (fast checks), start Ray, run; returns the RunSummary."""
+    """Plan (fast checks), start Ray, run, then the `rerank:` section if any; returns the RunSummary."""
     from jobs.pipeline import run_pipeline
     from jobs.plan import plan_embed_job
 
+    followup = cfg.rerank.job_config(cfg) if cfg.rerank is not None else None
     plan = plan_embed_job(cfg)
+    if followup is not None:
+        from jobs.rerank_plan import precheck
+
+        try:  # before hours of embedding, not after
+            precheck(followup)
+        except ConfigError as err:
+            raise ConfigError("\n".join(f"rerank.{line}" for line in str(err).splitlines())) from None
     log.info(
         "%d shard(s), %d rows, model %s, %d dims -> %s",
         len(plan.shards),
@@ -52,7 +60,15 @@ def run(cfg: EmbedJobConfig):
         plan.sink.main_uri,
     )
     init_ray(cfg.run.ray_address)
-    return run_pipeline(plan)
+    summary = run_pipeline(plan)
+    if followup is not None:
+        from jobs import rerank
+
+        try:
+            summary.rerank = rerank.run(followup)
+        except ConfigError as err:
+            raise ConfigError("\n".join(f"rerank.{line}" for line in str(err).splitlines())) from None
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from jobs.config import EngineConfig, ModelDtype, RunConfig, _Strict
+from jobs.config_common import EngineConfig, ModelDtype, RunConfig, _Strict
 from jobs.rerank_config import RerankModelConfig
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from jobs.config import EngineConfig, ModelDtype, RunConfig, TableSinkConfig, _Strict
+from jobs.config_common import EngineConfig, ModelDtype, RunConfig, TableSinkConfig, _Strict
 
 DEFAULT_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
 
@@ -96,3 +96,42 @@ class RerankJobConfig(_Strict):
     def candidates_uri(self) -> str:
         assert self.candidates is not None
         return self.candidates.uri or self.sink.uri
+
+
+class FollowUpCandidates(_Strict):
+    top_k: int = Field(100, ge=1, le=10_000, description="Candidates reranked per query.")
+    text_column: str | None = Field(None, description="Default: the embedding job's source.text_column.")
+    query_instruction: str | None = None
+    queries_per_scan: int = Field(1024, ge=1)
+
+
+class FollowUpSink(TableSinkConfig):
+    uri: str | None = Field(None, description="Default: the embedding job's sink.uri.")  # type: ignore[assignment]
+    mode: RerankMode = RerankMode.create
+
+
+class RerankSection(_Strict):
+    """The embedding job's optional `rerank:` section: after embedding, rerank a query set against the table."""
+
+    queries: QueriesConfig
+    candidates: FollowUpCandidates = Field(default_factory=FollowUpCandidates)
+    model: RerankModelConfig = Field(default_factory=RerankModelConfig)
+    engine: EngineConfig | None = Field(None, description="Default: the embedding job's engine section.")
+    sink: FollowUpSink
+
+    def job_config(self, embed: Any) -> RerankJobConfig:
+        """The reranking job this section describes, against the embedding job's (`embed`) table."""
+        sink = self.sink.model_dump(mode="json")
+        sink["uri"] = sink["uri"] or embed.sink.uri
+        sink["storage_options"] = sink["storage_options"] or embed.sink.storage_options
+        candidates = {**self.candidates.model_dump(mode="json"), "table": embed.sink.table, "uri": embed.sink.uri,
+                      "storage_options": embed.sink.storage_options}
+        candidates["text_column"] = self.candidates.text_column or embed.source.text_column
+        return RerankJobConfig.model_validate({
+            "queries": self.queries.model_dump(mode="json"),
+            "candidates": candidates,
+            "model": self.model.model_dump(mode="json"),
+            "engine": (self.engine or embed.engine).model_dump(mode="json"),
+            "sink": sink,
+            "run": {**embed.run.model_dump(mode="json"), "summary_path": None},
+        })

@@ -280,3 +280,12 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
         resuming=resume is not None, done=resume[1] if resume else {},
     )
 
+
+
+def precheck(cfg: RerankJobConfig) -> None:
+    """What can be checked before the candidates table exists (the embedding job's `rerank:` section)."""
+    reranker_model(cfg.model)
+    if cfg.queries is not None:
+        q = cfg.queries
+        input_shards(q.uri, q.storage_options, [("queries.id_column", q.id_column),
+                                                ("queries.text_column", q.text_column)])

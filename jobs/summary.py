@@ -34,6 +34,7 @@ class RunSummary:
     orphans_removed: int = 0  # uncommitted files of killed attempts / retried tasks, deleted at the end
     actors: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
+    rerank: Any = None  # the RerankSummary of the config's `rerank:` section, when it has one
 
     @property
     def rows_per_s(self) -> float:
@@ -71,6 +72,8 @@ class RunSummary:
         ]
         if self.summary_path:
             lines.append(f"summary        {self.summary_path}")
+        if self.rerank is not None:
+            lines.append(self.rerank.render())
         return "\n".join(lines)
 
 

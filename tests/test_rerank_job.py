@@ -127,7 +127,7 @@ def test_pairs_are_scored_ranked_and_bad_input_is_kept(tmp_path, tiny_qwen3, ray
 
 
 @pytest.mark.engine
-def test_queries_are_embedded_like_the_table_and_their_top_k_reranked(tmp_path, tiny_qwen3, ray_session):
+def test_embed_then_rerank_queries_embedded_like_the_table_over_their_top_k(tmp_path, tiny_qwen3, ray_session):
     from jobs.config import DEFAULT_QUERY_INSTRUCTION
     from tests.conftest import job_config, run_job
     from tests.reference import qwen3_reference
@@ -135,20 +135,21 @@ def test_queries_are_embedded_like_the_table_and_their_top_k_reranked(tmp_path, 
     docs = [(f"doc-{i:02d}", SENTENCES[i % len(SENTENCES)] + f" Note {i}.") for i in range(24)]
     corpus = write_shards(tmp_path / "corpus", [pa.table({"id": [d[0] for d in docs], "text": [d[1] for d in docs]})])
     db = tmp_path / "db"
-    # The table keeps its text (source.columns: [text]) so the reranker can read the candidates.
-    run_job(job_config(corpus, db, tiny_qwen3, source={"columns": ["text"]}, model={"dimensions": 64,
-                                                                                  "max_tokens": 128}))
     queries = {"q1": "What is the capital of China?", "q2": "Explain gravity", "q3": "binary search", "q4": " "}
     qsrc = write_shards(tmp_path / "queries", [pa.table({"query_id": list(queries), "query": list(queries.values())})])
-    raw = {
+    # One submission: embed the corpus, then rerank the queries against it (the config's `rerank:` section).
+    # The table keeps its text (source.columns: [text]) so the reranker can read the candidates.
+    rerank = {
         "queries": {"uri": str(qsrc)},
-        "candidates": {"table": "docs", "top_k": 3},
+        "candidates": {"top_k": 3},
         "model": {"name": str(tiny_qwen3), "max_tokens": 160, "dtype": "float32"},
         "engine": {"batch_tokens": 1024, "cpus_per_actor": 0.5},
-        "sink": {"uri": str(db), "table": "reranked"},
-        "run": {"progress": False},
+        "sink": {"table": "reranked"},
     }
-    summary = run_rerank(raw)
+    embedded = run_job(job_config(corpus, db, tiny_qwen3, source={"columns": ["text"]},
+                                  model={"dimensions": 64, "max_tokens": 128}, rerank=rerank))
+    summary = embedded.rerank
+    assert "batch-embed rerank summary" in embedded.render()
     assert summary.queries_reranked == 3 and summary.rejected_by_reason == {"empty_query": 1}
 
     table = read_table(str(db), "docs")
@@ -185,3 +186,22 @@ def test_candidates_table_must_keep_its_text(tmp_path, tiny_qwen3):
            "sink": {"uri": str(tmp_path / "db"), "table": "out"}}
     with pytest.raises(ConfigError, match=r"candidates.text_column: table 'docs' has no column 'text'.*source.columns"):
         plan_rerank_job(parse_config(raw, RerankJobConfig))
+
+
+def test_rerank_section_is_checked_before_embedding(tmp_path, minilm_path, tiny_qwen3):
+    from tests.conftest import job_config, run_job
+
+    corpus = write_shards(tmp_path / "corpus", [pa.table({"id": ["a"], "text": ["x"]})])
+    qsrc = write_shards(tmp_path / "queries", [pa.table({"qid": ["q"], "query": ["x"]})])
+    section = {"queries": {"uri": str(qsrc)}, "sink": {"table": "r"}, "model": {"name": str(tmp_path / "nope")}}
+    with pytest.raises(ConfigError, match="rerank: the reranker reads each candidate's text from the table"):
+        run_job(job_config(corpus, tmp_path / "db", minilm_path, rerank=section))
+    with pytest.raises(ConfigError, match=r"^rerank.model.name: .*nope"):
+        run_job(job_config(corpus, tmp_path / "db", minilm_path, source={"columns": ["text"]}, rerank=section))
+    section["model"] = {"name": str(minilm_path)}
+    with pytest.raises(ConfigError, match=r"^rerank.model.name: .* is not a Qwen3-Reranker-style causal LM"):
+        run_job(job_config(corpus, tmp_path / "db", minilm_path, source={"columns": ["text"]}, rerank=section))
+    section["model"] = {"name": str(tiny_qwen3)}
+    with pytest.raises(ConfigError, match=r"^rerank.queries.id_column: column 'query_id' is missing"):
+        run_job(job_config(corpus, tmp_path / "db", minilm_path, source={"columns": ["text"]}, rerank=section))
+    assert not (tmp_path / "db").exists(), "nothing may be written before the checks pass"

@@ -1,0 +1,180 @@
+"""Settings every job shares (engine pool, table sink, run), and YAML loading with errors that name the key.
+
+Each job's own sections live next to it (`config.py`: embedding, `rerank_config.py`,
+`mine_config.py`); all are pydantic models that reject unknown keys, and a mistake
+comes back as a `ConfigError` whose lines start with the key's path.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad setting; each line of the message starts with the setting's path."""
+
+
+class ModelDtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, validate_default=True)
+
+
+class ActorsConfig(_Strict):
+    min: int = Field(1, ge=1, description="Embedding actors kept alive.")
+    max: int = Field(1, ge=1, description="Embedding actors the pool may grow to under backlog.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActorsConfig:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is smaller than min ({self.min})")
+        return self
+
+
+class EngineConfig(_Strict):
+    actors: ActorsConfig = Field(default_factory=ActorsConfig, description="Autoscaling pool size {min, max}.")
+    gpus_per_actor: float | Literal["auto"] = Field(
+        "auto", description="GPUs per engine actor; `auto`: 1 if the cluster has GPUs, else 0 (CPU engine)."
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each engine actor.")
+    threads_per_actor: int | Literal["auto"] = Field(
+        "auto",
+        description="Compute threads of a CPU engine; `auto`: a node's cores divided by actors.max. "
+        "Ray would otherwise pin an actor with 1 CPU to 1 thread.",
+    )
+    batch_tokens: int = Field(
+        16384, ge=64, description="Token budget of one engine call; Ray batches are sized to about this."
+    )
+    vllm: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM engine arguments passed through as is (e.g. enforce_eager)."
+    )
+
+    @field_validator("gpus_per_actor", "threads_per_actor")
+    @classmethod
+    def _auto_or_at_least(cls, v: float | str, info: Any) -> float | str:
+        minimum = {"gpus_per_actor": 0, "threads_per_actor": 1}[info.field_name]
+        if v != "auto" and v < minimum:
+            raise ValueError(f"must be >= {minimum} or 'auto'")
+        return v
+
+    @field_validator("vllm")
+    @classmethod
+    def _no_owned_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        owned = {"model", "runner", "dtype", "max_model_len", "trust_remote_code"} & set(v)
+        if owned:
+            raise ValueError(f"{sorted(owned)} are set from the model section, not engine.vllm")
+        return v
+
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class TableSinkConfig(_Strict):
+    """What every job writing a LanceDB table shares: where, and how often it commits."""
+
+    uri: str = Field(description="LanceDB database: local folder or s3://bucket/prefix.")
+    table: str = Field(description="Table name; rejected rows go to `<table>_rejected`.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Object-store options (endpoint_url/aws_endpoint, region, ...)."
+    )
+    rows_per_fragment: int = Field(10_000, ge=1, description="Rows a writer gathers into one Lance fragment.")
+    commit_every_rows: int = Field(100_000, ge=1, description="Commit written fragments after this many rows.")
+    commit_every_seconds: float = Field(60.0, gt=0, description="... or after this many seconds.")
+    lock_timeout_seconds: float = Field(
+        900.0, gt=0, description="A writer's table lock counts as abandoned after this long without a commit "
+        "(sooner on the same host, as soon as its process is gone)."
+    )
+
+    @model_validator(mode="after")
+    def _lock_outlives_commits(self) -> TableSinkConfig:
+        if self.lock_timeout_seconds <= self.commit_every_seconds:
+            raise ValueError(".lock_timeout_seconds: must be longer than sink.commit_every_seconds")
+        return self
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, v: str) -> str:
+        if not _TABLE_NAME.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+
+class RunConfig(_Strict):
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join; default: RAY_ADDRESS, or a local Ray on 127.0.0.1."
+    )
+    summary_path: str | None = Field(
+        None, description="Where the JSON summary goes; default `<sink.uri>/_runs/<table>-<utc time>.json`."
+    )
+    progress: bool = Field(True, description="Show progress bars.")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides to a raw config dict; values are parsed as YAML scalars."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.dimensions=256")
+        node = raw
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key!r} inside it")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+    return raw
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        elif e["type"] == "missing":
+            msg = "required setting is missing"
+        elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
+            msg = f"{msg} (got {e['input']!r})"
+        if msg.startswith("."):  # a model validator naming one of its fields: ".field: message"
+            field_name, _, msg = msg[1:].partition(": ")
+            path = f"{path}.{field_name}" if path else field_name
+        lines.append(f"{path}: {msg}" if path else msg)
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], schema: type[BaseModel]) -> Any:
+    """Validate a raw dict as `schema`, one of the jobs' configs."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None, schema: type[BaseModel]) -> Any:
+    """Read YAML (if a path is given), apply `--set` overrides, and validate as `schema`."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config: no such file: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config: {p} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {p} must hold a mapping of sections (model, engine, sink, run...)")
+        raw = loaded or {}
+    return parse_config(apply_overrides(raw, overrides or []), schema)
