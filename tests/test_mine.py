@@ -129,3 +129,34 @@ def test_mined_negatives_respect_every_rule(tmp_path, minilm_path, ray_session):
     assert summary.mean_positive_score == pytest.approx(pos_total / len(lines), abs=2e-3)
     assert summary.mean_negative_score == pytest.approx(neg_total / n_neg, abs=2e-3)
     assert summary.mean_positive_score > summary.mean_negative_score
+
+
+@pytest.mark.engine
+def test_reranker_scores_the_positive_and_the_candidates(tmp_path, minilm_path, tiny_qwen3, ray_session):
+    from jobs.mine import run
+    from tests.reference import qwen3_rerank_reference
+
+    docs = [t for texts in TOPICS.values() for t in texts]
+    corpus = write_shards(tmp_path / "corpus", [pa.table({"id": [f"d{i}" for i in range(len(docs))], "text": docs})])
+    db = tmp_path / "db"
+    run_job(job_config(corpus, db, minilm_path, source={"columns": ["text"]}, model={"max_tokens": 128}))
+    pairs = write_shards(tmp_path / "pairs", [pa.table({"query": [q for q, _ in PAIRS[:4]],
+                                                        "positive": [a for _, a in PAIRS[:4]]})])
+    out = tmp_path / "negatives.jsonl"
+    raw = {
+        "pairs": {"uri": str(pairs)},
+        "candidates": {"uri": str(db), "table": "docs"},
+        "mining": {"range_max": 8, "relative_margin": 0.02, "num_negatives": 2, "scorer": "reranker"},
+        "reranker": {"name": str(tiny_qwen3), "max_tokens": 160, "dtype": "float32"},
+        "engine": {"batch_tokens": 2048, "cpus_per_actor": 0.5},
+        "output": {"path": str(out)},
+        "run": {"progress": False},
+    }
+    summary = run(parse_config(raw, MineJobConfig))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary.scorer == "reranker" and len(lines) + sum(summary.skipped.values()) == 4
+    for line in lines:
+        pos, *negs = qwen3_rerank_reference(tiny_qwen3, [(line["query"], t) for t in
+                                                          [line["response"], *line["rejected_response"]]],
+                                            max_tokens=160)
+        assert all(n <= pos * 0.98 + 1e-3 for n in negs), "a negative is within the relative margin"
