@@ -131,3 +131,16 @@ def test_shipped_configs_validate():
     assert {p.name for p in configs.glob("*.yaml")} == set(schemas), "a config without a schema check"
     for name, schema in schemas.items():
         assert isinstance(load_config(configs / name, [], schema), schema)
+
+
+@pytest.mark.parametrize("job,text,expected", [
+    ("rerank", "sink: {uri: db, table: t}\n", "pairs: give either pairs"),
+    ("mine", "pairs: {uri: p}\ncandidates: {uri: db, table: t}\noutput: {path: o.jsonl}\nmining: {range_max: 0}\n",
+     "mining.range_max: Input should be greater than or equal to 1"),
+])
+def test_rerank_and_mine_commands_report_config_errors(tmp_path: Path, job, text, expected):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    out = subprocess.run([str(Path(sys.executable).parent / "batch-embed"), job, "--config", str(f)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and expected in out.stderr, out.stderr
