@@ -67,9 +67,9 @@ class RerankMode(str, Enum):
 
 class RerankSinkConfig(TableSinkConfig):
     mode: RerankMode = Field(
-        RerankMode.create,
-        description="create: fail if the table exists; overwrite: replace it at the end; append: rerank only "
-        "the queries the table does not hold yet (re-running a finished job does nothing).",
+        RerankMode.append,
+        description="append: rerank only the queries the table does not hold yet, so re-running a finished "
+        "job does nothing; create: fail if the table exists; overwrite: replace it at the end.",
     )
 
 
@@ -107,7 +107,8 @@ class FollowUpCandidates(_Strict):
 
 class FollowUpSink(TableSinkConfig):
     uri: str | None = Field(None, description="Default: the embedding job's sink.uri.")  # type: ignore[assignment]
-    mode: RerankMode = RerankMode.create
+    # The table was just (re-)embedded: yesterday's reranking of the same queries is stale.
+    mode: RerankMode = RerankMode.overwrite
 
 
 class RerankSection(_Strict):

@@ -2,7 +2,7 @@
 
 Scores are checked against the transformers reference of the model card's
 formula on the tiny Qwen3; bad input lands in the rejected table or as unscored
-pairs, never silently; re-running with `sink.mode: append` reranks only new queries.
+pairs, never silently; re-running (`sink.mode: append`, the default) reranks only new queries.
 """
 
 from __future__ import annotations
@@ -111,9 +111,9 @@ def test_pairs_are_scored_ranked_and_bad_input_is_kept(tmp_path, tiny_qwen3, ray
     assert sorted((r["id"], r["reason"]) for r in rejected) == [("q1", "duplicate_query"), ("q9", "empty_query")]
     assert summary.rows_read == len(good) + 2 and summary.rejected_rows == 2
 
-    # Re-running the finished job reranks nothing; a new shard's queries are the only work.
-    raw = rerank_config(src, db, tiny_qwen3, sink={"mode": "append"})
-    again_summary = run_rerank(raw)
+    # Re-running the finished job (same command: sink.mode defaults to append) reranks nothing;
+    # a new shard's queries are the only work.
+    again_summary = run_rerank(rerank_config(src, db, tiny_qwen3))
     assert again_summary.queries_reranked == 0 and again_summary.queries_skipped == 3
     assert read_table(str(db), "scores").num_rows == len(good)
     write_shards(tmp_path / "more", [table_of(pair_rows(["q4"]))])
