@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import demo_corpus, embed, mine, rerank
+from jobs import demo_corpus, embed, mine, rerank, submit
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand; the cluster manifests' entrypoints are checked against this parser."""
     parser = argparse.ArgumentParser(prog="batch-embed", description="Distributed batch embedding on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("embed", help="embed Parquet shards into a LanceDB table", description=embed.__doc__)
@@ -25,7 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo-corpus", help="write the offline demo corpus", description=demo_corpus.__doc__)
     demo_corpus.add_arguments(p)
     p.set_defaults(func=demo_corpus.run_from_args)
-    args = parser.parse_args(argv)
+    p = sub.add_parser("submit", help="run a job on a Ray cluster through its job server",
+                       description=submit.__doc__)
+    submit.add_submit_arguments(p)
+    p.set_defaults(func=submit.run_submit)
+    p = sub.add_parser("status", help="a submitted job's state")
+    submit.add_follow_arguments(p)
+    p.set_defaults(func=submit.run_status)
+    p = sub.add_parser("logs", help="a submitted job's logs")
+    submit.add_follow_arguments(p)
+    p.add_argument("--follow", action="store_true", help="stream until the job ends; exit with its status")
+    p.set_defaults(func=submit.run_logs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

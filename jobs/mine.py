@@ -116,7 +116,7 @@ def plan_mine_job(cfg: MineJobConfig) -> MinePlan:
 def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float):
     import ray.data
 
-    from jobs.pipeline import engine_env, resolve_threads
+    from jobs.pipeline import engine_pool_args
     from operators.candidate_retriever import retrieve_candidates
     from operators.embedder import Embedder
     from operators.negative_miner import NegativeMiner
@@ -125,12 +125,7 @@ def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float):
 
     p, c, eng, rules = cfg.pairs, cfg.candidates, cfg.engine, cfg.mining
     fs, shards, emb, retrieval = plan.fs, plan.shards, plan.embedding, plan.retrieval
-    pools = 2 if rules.scorer is Scorer.reranker else 1
-    actor_args = {
-        "compute": ray.data.ActorPoolStrategy(min_size=eng.actors.min, max_size=eng.actors.max),
-        "num_cpus": eng.cpus_per_actor, "num_gpus": gpus,
-        "runtime_env": {"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor, eng.actors.max * pools))},
-    }
+    actor_args = engine_pool_args(eng, gpus, pools=2 if rules.scorer is Scorer.reranker else 1)
     ds = ray.data.read_datasource(ParquetShardSource(fs, shards, p.query_column, p.query_column, [p.positive_column]))
     ds = ds.map_batches(mark_pairs, fn_kwargs={"positive_column": p.positive_column}, batch_format="pyarrow",
                         batch_size=None)

@@ -58,6 +58,24 @@ def engine_env(gpus: float, threads: int) -> dict[str, str]:
     return ENGINE_ENV if gpus > 0 else {**ENGINE_ENV, "OMP_NUM_THREADS": str(threads)}
 
 
+def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
+    """map_batches arguments of an engine actor pool; `eng` is the job's EngineConfig.
+
+    `pools`: engine pools of the job sharing a node's cores (query embedder + reranker).
+    """
+    import ray.data
+
+    return {
+        "compute": ray.data.ActorPoolStrategy(min_size=eng.actors.min, max_size=eng.actors.max),
+        "num_cpus": eng.cpus_per_actor,
+        "num_gpus": gpus,
+        # One engine per node first: engines fill GPUs and memory bandwidth, two on one
+        # node while another idles is the slow placement (Ray Data's default today; pinned).
+        "scheduling_strategy": "SPREAD",
+        "runtime_env": {"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor, eng.actors.max * pools))},
+    }
+
+
 def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None):
     """The lazy Ray Dataset whose rows are the writer's fragment reports."""
     import ray.data
@@ -84,10 +102,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
         fn_constructor_args=(embedder,),
         batch_size=plan.rows_per_batch,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=eng.actors.min, max_size=eng.actors.max),
-        num_cpus=eng.cpus_per_actor,
-        num_gpus=gpus,
-        runtime_env={"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor, eng.actors.max))},
+        **engine_pool_args(eng, gpus),
     )
     return ds.map_batches(
         LanceFragmentWriter(plan.sink),

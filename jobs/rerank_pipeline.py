@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobs.committed_run import TableRun, run_committed
-from jobs.pipeline import WRITER_ENV, default_summary_path, engine_env, resolve_gpus, resolve_threads
+from jobs.pipeline import WRITER_ENV, default_summary_path, engine_pool_args, resolve_gpus
 from jobs.rerank_plan import RerankPlan
 from jobs.summary import RerankSummary, write_summary
 from operators.candidate_retriever import retrieve_candidates
@@ -31,15 +31,7 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
     import ray.data
 
     cfg, eng = plan.config, plan.config.engine
-    pools = 2 if plan.query_embedding is not None else 1
-    actor_args = {
-        "compute": ray.data.ActorPoolStrategy(min_size=eng.actors.min, max_size=eng.actors.max),
-        "num_cpus": eng.cpus_per_actor,
-        "num_gpus": gpus,
-        # Two engine pools (query embedder, reranker) share a node's cores.
-        "runtime_env": {"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor,
-                                                                     eng.actors.max * pools))},
-    }
+    actor_args = engine_pool_args(eng, gpus, pools=2 if plan.query_embedding is not None else 1)
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
     if plan.pair_columns is not None:
         ds = ray.data.read_datasource(PairsSource(plan.fs, plan.shards, plan.pair_columns, done=plan.done))

@@ -125,7 +125,7 @@ def test_shipped_configs_validate():
     from jobs.mine_config import MineJobConfig
     from jobs.rerank_config import RerankJobConfig
 
-    schemas = {"demo.yaml": EmbedJobConfig, "rerank-pairs.yaml": RerankJobConfig,
+    schemas = {"demo.yaml": EmbedJobConfig, "nightly.yaml": EmbedJobConfig, "rerank-pairs.yaml": RerankJobConfig,
                "rerank-queries.yaml": RerankJobConfig, "mine.yaml": MineJobConfig}
     configs = Path(__file__).parent.parent / "configs"
     assert {p.name for p in configs.glob("*.yaml")} == set(schemas), "a config without a schema check"

@@ -1,0 +1,146 @@
+"""Submit a batch-embed job to a Ray cluster through Ray's job submission API, and follow it.
+
+The project's code (`jobs/`, `operators/`, `cluster/`) and the job's config travel in
+the job's `runtime_env` working_dir, so the cluster runs exactly the code and config
+of the laptop or scheduler that submitted it; the cluster's image only needs the
+dependencies (`pip install "batch-embed[gpu]"`). The entrypoint is the same CLI a
+user runs locally: `python -m jobs.cli <job> --config job.yaml [--set ...]`.
+
+Credentials never travel with the job: the cluster's nodes take them from their
+environment or instance roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("jobs", "operators", "cluster")
+STAGED_CONFIG = "job.yaml"
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+JOBS = ("embed", "rerank", "mine")
+
+
+def default_address() -> str:
+    return os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_JOB_ADDRESS") or DEFAULT_ADDRESS
+
+
+def entrypoint(job: str, overrides: list[str]) -> str:
+    """The command the cluster runs: the job's own CLI on the staged config."""
+    args = ["python", "-m", "jobs.cli", job, "--config", STAGED_CONFIG]
+    for item in overrides:
+        args += ["--set", item]
+    return shlex.join(args)
+
+
+def stage(config: Path) -> Path:
+    """A working_dir holding the project's packages and the config (nothing else: no data, no venv)."""
+    folder = Path(tempfile.mkdtemp(prefix="batch-embed-submit-"))
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, folder / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(config, folder / STAGED_CONFIG)
+    return folder
+
+
+@dataclass
+class Where:
+    """Where a job's results land, as its config says (printed when it ends)."""
+
+    table: str | None
+    summary: str | None
+
+    def render(self) -> str:
+        lines = []
+        if self.table:
+            lines.append(f"table          {self.table}")
+        if self.summary:
+            lines.append(f"summary        {self.summary}")
+        return "\n".join(lines)
+
+
+def check_locally(job: str, config: Path, overrides: list[str], submission_id: str) -> tuple[list[str], Where]:
+    """Validate the config here (no file checks: paths are the cluster's) and pin the summary's path."""
+    from jobs.config import load_config
+    from jobs.mine_config import MineJobConfig
+    from jobs.rerank_config import RerankJobConfig
+    from operators.lance_sink import table_uri
+
+    schema = {"embed": None, "rerank": RerankJobConfig, "mine": MineJobConfig}[job]
+    cfg = load_config(config, overrides, schema)
+    if job == "mine":
+        return overrides, Where(table=None, summary=cfg.output.path)
+    summary = cfg.run.summary_path or f"{cfg.sink.uri.rstrip('/')}/_runs/{cfg.sink.table}-{submission_id}.json"
+    if not cfg.run.summary_path:
+        overrides = [*overrides, f"run.summary_path={summary}"]
+    return overrides, Where(table=table_uri(cfg.sink.uri, cfg.sink.table), summary=summary)
+
+
+def client(address: str | None):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address or default_address())
+
+
+def submit(job: str, config: Path, overrides: list[str], address: str | None) -> tuple[str, Where]:
+    """Stage and submit; returns (submission id, where the results will be)."""
+    submission_id = f"batch-embed-{job}-{uuid.uuid4().hex[:10]}"
+    overrides, where = check_locally(job, config, overrides, submission_id)
+    folder = stage(config)
+    try:
+        runtime_env: dict[str, Any] = {
+            "working_dir": str(folder),
+            # Engine logs at WARNING; the job's own progress and summary are what users follow.
+            "env_vars": {"VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"},
+        }
+        client(address).submit_job(
+            entrypoint=entrypoint(job, overrides),
+            submission_id=submission_id,
+            runtime_env=runtime_env,
+            metadata={"batch_embed_job": job, "config": config.name},
+            # The driver only plans and commits: no GPU for it, the engines get them.
+            entrypoint_num_cpus=0.5,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # uploaded by submit_job
+    return submission_id, where
+
+
+async def _tail(c: Any, job_id: str, out) -> None:
+    async for lines in c.tail_job_logs(job_id):
+        out.write(lines)
+        out.flush()
+
+
+def follow(job_id: str, address: str | None, out=sys.stdout) -> int:
+    """Stream the job's logs until it ends; returns its exit status (0 when it succeeded)."""
+    c = client(address)
+    asyncio.run(_tail(c, job_id, out))
+    return exit_status(c, job_id)
+
+
+def exit_status(c: Any, job_id: str) -> int:
+    from ray.job_submission import JobStatus
+
+    info = c.get_job_info(job_id)
+    if info.status == JobStatus.SUCCEEDED:
+        return 0
+    code = getattr(info, "driver_exit_code", None)
+    return int(code) if code else 1
+
+
+def status(job_id: str, address: str | None) -> tuple[str, str]:
+    info = client(address).get_job_info(job_id)
+    return str(info.status.value if hasattr(info.status, "value") else info.status), info.message or ""
+
+
+def logs(job_id: str, address: str | None) -> str:
+    return client(address).get_job_logs(job_id)

