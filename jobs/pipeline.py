@@ -69,9 +69,9 @@ def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
         "compute": ray.data.ActorPoolStrategy(min_size=eng.actors.min, max_size=eng.actors.max),
         "num_cpus": eng.cpus_per_actor,
         "num_gpus": gpus,
-        # One engine per node first: engines fill GPUs and memory bandwidth, two on one
-        # node while another idles is the slow placement (Ray Data's default today; pinned).
-        "scheduling_strategy": "SPREAD",
+        # Placement: Ray Data spreads actor-pool actors over nodes itself (its "SPREAD" default;
+        # passing a scheduling strategy is deprecated in 2.60). tests/test_cluster.py checks that a
+        # pool of two engines lands on both nodes of a two-node cluster.
         "runtime_env": {"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor, eng.actors.max * pools))},
     }
 
