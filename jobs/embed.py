@@ -78,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    return run_command(args, EmbedJobConfig, run)
+
+
+def run_command(args: argparse.Namespace, schema: type, run_job) -> int:
+    """Every job's command: load and validate the config, run, print the summary; exit 2 / 3 on errors."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
-        summary = run(cfg)
+        summary = run_job(load_config(args.config, args.overrides, schema))
     except ConfigError as err:
         print(f"config error:\n{err}", file=sys.stderr)
         return 2

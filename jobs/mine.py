@@ -20,8 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.config import ConfigError, load_config
-from jobs.embed import add_arguments, init_ray
+from jobs.embed import add_arguments, init_ray, run_command
 from jobs.mine_config import MineJobConfig, Scorer
 from jobs.plan import rows_per_batch
 from jobs.rerank_plan import input_shards, open_candidates, reranker_model, reranker_spec
@@ -200,14 +199,7 @@ def run(cfg: MineJobConfig) -> MineSummary:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        summary = run(load_config(args.config, args.overrides, MineJobConfig))
-    except ConfigError as err:
-        print(f"config error:\n{err}", file=sys.stderr)
-        return 2
-    print(summary.render())
-    return 0
+    return run_command(args, MineJobConfig, run)
 
 
 def main(argv: list[str] | None = None) -> int:

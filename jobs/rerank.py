@@ -6,10 +6,8 @@ import argparse
 import logging
 import sys
 
-from jobs.config import ConfigError, load_config
-from jobs.embed import add_arguments, init_ray
+from jobs.embed import add_arguments, init_ray, run_command
 from jobs.rerank_config import RerankJobConfig
-from operators.table_lock import TableLockedError
 
 log = logging.getLogger("batch_embed")
 
@@ -27,17 +25,7 @@ def run(cfg: RerankJobConfig):
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        summary = run(load_config(args.config, args.overrides, RerankJobConfig))
-    except ConfigError as err:
-        print(f"config error:\n{err}", file=sys.stderr)
-        return 2
-    except TableLockedError as err:
-        print(f"table locked:\n{err}", file=sys.stderr)
-        return 3
-    print(summary.render())
-    return 0
+    return run_command(args, RerankJobConfig, run)
 
 
 def main(argv: list[str] | None = None) -> int:
