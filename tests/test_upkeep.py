@@ -1,0 +1,112 @@
+"""Table upkeep: fifty small commits compacted and pruned, an index where it pays, recall reported."""
+
+from __future__ import annotations
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from jobs.config import parse_config
+from jobs.maintain import MaintainJobConfig
+from operators.table_upkeep import index_params
+from tests.conftest import job_config, read_table, run_job, write_shards
+from tests.corpus import documents
+
+
+def test_index_params_follow_the_table():
+    small = index_params(20_000, 384, "IVF_PQ")
+    assert small["num_partitions"] == 78 and small["num_sub_vectors"] == 48 and small["metric"] == "cosine"
+    big = index_params(100_000_000, 1024, "IVF_PQ")
+    assert big["num_partitions"] == 4096 and big["num_sub_vectors"] == 64
+    assert 1024 % index_params(50_000, 1000, "IVF_PQ")["num_sub_vectors"] != 1000  # a divisor of the width
+    assert 1000 % index_params(50_000, 1000, "IVF_PQ")["num_sub_vectors"] == 0
+    assert "num_sub_vectors" not in index_params(50_000, 64, "IVF_HNSW_SQ")
+    assert index_params(10, 64, "IVF_PQ", num_partitions=7)["num_partitions"] == 7
+
+
+def maintain(db, **upkeep):
+    from jobs.maintain import run
+
+    raw = {"table": {"uri": str(db), "name": "docs", "keep_versions": 8, "keep_days": 0}, "upkeep": upkeep}
+    return run(parse_config(raw, MaintainJobConfig))
+
+
+@pytest.mark.engine
+def test_fifty_small_runs_then_upkeep(tmp_path, minilm_path, ray_session):
+    rows = documents(40)
+    src = write_shards(tmp_path / "src", [pa.table({"id": [r[0] for r in rows], "text": [r[1] for r in rows]})])
+    db = tmp_path / "db"
+    raw = job_config(src, db, minilm_path, model={"max_tokens": 128}, source={"columns": ["text"]},
+                     sink={"mode": "sync"})
+    run_job(raw)
+    uri = str(db / "docs.lance")
+    # 49 more small nightly commits of new rows (written as the job writes them, without an engine:
+    # the vectors are copies, the point is the table's shape: many versions, many small fragments).
+    first = lance.dataset(uri).to_table()
+    for night in range(49):
+        batch = first.slice(night % 40, 1)
+        batch = batch.set_column(0, "id", pa.array([f"night-{night}"], pa.string()))
+        lance.write_dataset(batch, uri, mode="append")
+    before = lance.dataset(uri)
+    assert len(before.get_fragments()) >= 50 and len(before.versions()) >= 50
+    want = {r["id"]: r["vector"] for r in before.to_table(columns=["id", "vector"]).to_pylist()}
+    reader = lance.dataset(uri, version=before.version)  # a reader on the last version before upkeep
+
+    report = maintain(db, recall_queries=10)  # too small for a vector index: exact search, and said so
+    after = lance.dataset(uri)
+    assert report.fragments_before >= 50 and report.fragments_after == len(after.get_fragments()) == 1
+    assert report.versions_after == len(after.versions()) <= 8
+    assert {r["id"]: r["vector"] for r in after.to_table(columns=["id", "vector"]).to_pylist()} == want
+    assert reader.count_rows() == len(want) and reader.to_table(columns=["id"]).num_rows == len(want)
+    assert report.indexes == ["id_idx"] and report.vector_index is None
+    assert any(s.startswith("vector index: 89 rows < index_min_rows") for s in report.skipped)
+
+    # The next nightly run works on the maintained table: only the source's rows are checked,
+    # nothing changed, nothing re-embedded.
+    summary = run_job({**raw, "upkeep": {"when": "always"}})  # and upkeep after it, under the run's lock
+    assert summary.rows_unchanged == len(rows) and summary.rows_written == 0
+    assert summary.upkeep is not None and summary.upkeep.fragments_after == 1
+    assert "batch-embed upkeep" in summary.render()
+    assert read_table(str(db), "docs").num_rows == len(want)
+
+
+def test_unfinished_run_blocks_compaction_and_cleanup(tmp_path):
+    from operators import run_ledger as ledger
+    from operators.lance_sink import main_schema
+
+    uri = str(tmp_path / "db" / "docs.lance")
+    schema = main_schema(4, "float32", [], {"model": "m", "instruction": "", "input_type": "document",
+                                            "dimensions": 4, "max_tokens": 8})
+    lance.write_dataset(schema.empty_table(), uri)
+    for i in range(3):  # commits of a run that was killed: no `complete` state
+        table = schema.empty_table().to_pylist() + [{"id": f"r{i}", "vector": [1.0, 0, 0, 0]}]
+        frags = lance.fragment.write_fragments(pa.Table.from_pylist(table, schema=schema), uri, schema=schema)
+        ds = lance.dataset(uri)
+        tx = lance.Transaction(read_version=ds.version, operation=lance.LanceOperation.Append(frags),
+                               transaction_properties={ledger.RUN: "killed", ledger.SOURCE: "s",
+                                                       ledger.PROGRESS: "{}", ledger.FLOOR: "-1"})
+        lance.LanceDataset.commit(uri, tx)
+    report = maintain(tmp_path / "db")
+    assert report.fragments_after == 3 and report.versions_after == report.versions_before
+    assert any("run killed is unfinished" in s for s in report.skipped)
+
+
+def test_index_recall_on_a_table_that_needs_one(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(40, 64))
+    vectors = centers[rng.integers(0, 40, 20_000)] + 0.3 * rng.normal(size=(20_000, 64))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    table = pa.table({"id": [f"r{i}" for i in range(len(vectors))],
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 64)})
+    uri = str(tmp_path / "db" / "docs.lance")
+    lance.write_dataset(table.slice(0, 18_000), uri, max_rows_per_file=2_000)
+    report = maintain(tmp_path / "db", recall_queries=30)
+    assert report.vector_index == "IVF_PQ" and report.search_uses_index
+    assert report.recall_at_10 >= 0.8, report.render()
+    assert report.fragments_before == 9 and report.fragments_after == 1
+    # The next night's rows join the index without degrading it (Lance's default merge would).
+    lance.write_dataset(table.slice(18_000), uri, mode="append")
+    again = maintain(tmp_path / "db", recall_queries=30)
+    assert again.unindexed_rows == 0 and again.rows == 20_000
+    assert again.recall_at_10 >= 0.8, again.render()
