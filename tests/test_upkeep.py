@@ -53,13 +53,15 @@ def test_fifty_small_runs_then_upkeep(tmp_path, minilm_path, ray_session):
     want = {r["id"]: r["vector"] for r in before.to_table(columns=["id", "vector"]).to_pylist()}
     reader = lance.dataset(uri, version=before.version)  # a reader on the last version before upkeep
 
-    report = maintain(db, recall_queries=10)  # too small for a vector index: exact search, and said so
+    report = maintain(db, recall_queries=10, fts_column="text")  # too small for a vector index: said so
     after = lance.dataset(uri)
     assert report.fragments_before >= 50 and report.fragments_after == len(after.get_fragments()) == 1
     assert report.versions_after == len(after.versions()) <= 8
     assert {r["id"]: r["vector"] for r in after.to_table(columns=["id", "vector"]).to_pylist()} == want
     assert reader.count_rows() == len(want) and reader.to_table(columns=["id"]).num_rows == len(want)
-    assert report.indexes == ["id_idx"] and report.vector_index is None
+    assert report.indexes == ["id_idx", "text_fts"] and report.vector_index is None
+    hits = after.to_table(full_text_query="gravity", columns=["id"]).column("id").to_pylist()
+    assert hits and all(want.get(h) is not None for h in hits)  # hybrid search has its text index
     assert any(s.startswith("vector index: 89 rows < index_min_rows") for s in report.skipped)
 
     # The next nightly run works on the maintained table: only the source's rows are checked,
