@@ -12,21 +12,15 @@ def build_parser() -> argparse.ArgumentParser:
     """Every subcommand; the cluster manifests' entrypoints are checked against this parser."""
     parser = argparse.ArgumentParser(prog="batch-embed", description="Distributed batch embedding on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("embed", help="embed Parquet shards into a LanceDB table", description=embed.__doc__)
-    embed.add_arguments(p)
-    p.set_defaults(func=embed.run_from_args)
-    p = sub.add_parser("rerank", help="rerank (query, document) pairs into a LanceDB table",
-                       description=rerank.__doc__)
-    embed.add_arguments(p)
-    p.set_defaults(func=rerank.run_from_args)
-    p = sub.add_parser("mine", help="mine hard negatives for (query, positive) pairs into JSONL",
-                       description=mine.__doc__)
-    embed.add_arguments(p)
-    p.set_defaults(func=mine.run_from_args)
-    p = sub.add_parser("maintain", help="compact a table, build its indexes, drop old versions",
-                       description=maintain.__doc__)
-    embed.add_arguments(p)
-    p.set_defaults(func=maintain.run_from_args)
+    for name, module, summary in (
+        ("embed", embed, "embed Parquet shards into a LanceDB table"),
+        ("rerank", rerank, "rerank (query, document) pairs into a LanceDB table"),
+        ("mine", mine, "mine hard negatives for (query, positive) pairs into JSONL"),
+        ("maintain", maintain, "compact a table, build its indexes, drop old versions"),
+    ):  # the jobs: each takes --config and --set
+        p = sub.add_parser(name, help=summary, description=module.__doc__)
+        embed.add_arguments(p)
+        p.set_defaults(func=module.run_from_args)
     p = sub.add_parser("demo-corpus", help="write the offline demo corpus", description=demo_corpus.__doc__)
     demo_corpus.add_arguments(p)
     p.set_defaults(func=demo_corpus.run_from_args)

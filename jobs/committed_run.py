@@ -56,6 +56,19 @@ class TableRun:
     id_column: str = "id"  # the main table's key, seeded into the registry on resume
     unit: str = "row"
 
+    @classmethod
+    def for_plan(cls, plan: Any, sink: Any, show_progress: bool, **kwargs: Any) -> TableRun:
+        """From a job's plan (EmbedPlan, RerankPlan: same run fields) and its sink config section."""
+        return cls(
+            sink=plan.sink, db_uri=sink.uri, table=sink.table, mode=sink.mode.value,
+            storage_options=sink.storage_options, main_version=plan.main_version,
+            rejected_version=plan.rejected_version, resuming=plan.resuming, run_id=plan.run_id,
+            source_signature=plan.source_signature, fragment_floor=plan.fragment_floor,
+            total_rows=plan.total_rows, rows_done=plan.rows_done, commit_every_rows=sink.commit_every_rows,
+            commit_every_seconds=sink.commit_every_seconds, lock_timeout_seconds=sink.lock_timeout_seconds,
+            show_progress=show_progress, **kwargs,
+        )
+
     @property
     def lock_path(self) -> str:
         return f"{self.db_uri.rstrip('/')}/_locks/{self.table}.json"

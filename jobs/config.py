@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from jobs import config_common
 from jobs.config_common import (  # noqa: F401 - re-exported: the embedding job's config is the default
-    ActorsConfig,
     ConfigError,
     EngineConfig,
     ModelDtype,

@@ -37,6 +37,11 @@ def init_ray(address: str | None) -> None:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
 
 
+def in_rerank_section(err: ConfigError) -> ConfigError:
+    """The reranking job's error, with its keys put under the embedding config's `rerank:` section."""
+    return ConfigError("\n".join(f"rerank.{line}" for line in str(err).splitlines()))
+
+
 def run(cfg: EmbedJobConfig):
     """Plan (fast checks), start Ray, run, then the `rerank:` section if any; returns the RunSummary."""
     from jobs.pipeline import run_pipeline
@@ -50,7 +55,7 @@ def run(cfg: EmbedJobConfig):
         try:  # before hours of embedding, not after
             precheck(followup)
         except ConfigError as err:
-            raise ConfigError("\n".join(f"rerank.{line}" for line in str(err).splitlines())) from None
+            raise in_rerank_section(err) from None
     log.info(
         "%d shard(s), %d rows, model %s, %d dims -> %s",
         len(plan.shards),
@@ -67,7 +72,7 @@ def run(cfg: EmbedJobConfig):
         try:
             summary.rerank = rerank.run(followup)
         except ConfigError as err:
-            raise ConfigError("\n".join(f"rerank.{line}" for line in str(err).splitlines())) from None
+            raise in_rerank_section(err) from None
     return summary
 
 

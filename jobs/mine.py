@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 
 from jobs.embed import add_arguments, init_ray, run_command
 from jobs.mine_config import MineJobConfig, Scorer
-from jobs.plan import rows_per_batch
-from jobs.rerank_plan import input_shards, open_candidates, reranker_model, reranker_spec
+from jobs.plan import input_shards, rows_per_batch
+from jobs.rerank_plan import open_candidates, reranker_model, reranker_spec
 from operators.negative_miner import MiningRules
 
 log = logging.getLogger("batch_embed")
@@ -104,7 +104,7 @@ class MinePlan:
 def plan_mine_job(cfg: MineJobConfig) -> MinePlan:
     p, c, rules = cfg.pairs, cfg.candidates, cfg.mining
     fs, shards = input_shards(p.uri, p.storage_options, [("pairs.query_column", p.query_column),
-                                                         ("pairs.positive_column", p.positive_column)])
+                                                         ("pairs.positive_column", p.positive_column)], "pairs.uri")
     # One more candidate than considered: the positive itself is often in the table, and is dropped.
     emb, retrieval, _ = open_candidates(c.table, c.uri, c.text_column, c.query_instruction, c.storage_options,
                                         rules.range_max + 1, cfg.dtype.value)

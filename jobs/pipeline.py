@@ -124,30 +124,6 @@ def default_summary_path(sink_uri: str, table: str, started: datetime) -> str:
     return f"{sink_uri.rstrip('/')}/_runs/{table}-{stamp}.json"
 
 
-def table_run(plan: EmbedPlan) -> TableRun:
-    cfg = plan.config
-    sink = cfg.sink
-    return TableRun(
-        sink=plan.sink,
-        db_uri=sink.uri,
-        table=sink.table,
-        mode=sink.mode.value,
-        storage_options=sink.storage_options,
-        main_version=plan.main_version,
-        rejected_version=plan.rejected_version,
-        resuming=plan.resuming,
-        run_id=plan.run_id,
-        source_signature=plan.source_signature,
-        fragment_floor=plan.fragment_floor,
-        total_rows=plan.total_rows,
-        rows_done=plan.rows_done,
-        commit_every_rows=sink.commit_every_rows,
-        commit_every_seconds=sink.commit_every_seconds,
-        lock_timeout_seconds=sink.lock_timeout_seconds,
-        show_progress=cfg.run.progress,
-    )
-
-
 def run_pipeline(plan: EmbedPlan) -> RunSummary:
     """Run the pipeline, committing as fragments arrive; returns the summary (also written as JSON)."""
     import ray
@@ -182,7 +158,8 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         return run_upkeep(plan.sink.main_uri, plan.sink.storage_options,
                           cfg.upkeep.settings(cfg.sink.keep_versions, cfg.sink.keep_days))
 
-    result = run_committed(table_run(plan), lambda registry, index: build_pipeline(plan, gpus, registry, index),
+    result = run_committed(TableRun.for_plan(plan, cfg.sink, cfg.run.progress),
+                           lambda registry, index: build_pipeline(plan, gpus, registry, index),
                            make_index, final_deletes, upkeep)
     committer, orphans = result.committer, result.orphans_removed
 

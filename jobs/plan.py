@@ -19,7 +19,14 @@ from operators import progress as prog
 from operators.engine import EngineSpec
 from operators.lance_sink import SinkSpec, main_schema, read_provenance, table_uri
 from operators.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
-from operators.parquet_source import ShardInfo, SourceError, check_columns, inspect_shards, list_shards
+from operators.parquet_source import (
+    ShardInfo,
+    SourceError,
+    inspect_shards,
+    list_shards,
+    require_columns_in,
+    source_columns,
+)
 from operators.run_ledger import max_fragment_id, open_dataset, read_ledger
 from operators.storage import lance_storage_options
 from operators.vectors import Provenance
@@ -30,8 +37,23 @@ _CHARS_PER_TOKEN = 4.0
 _SAMPLE_ROWS = 256
 
 
+class SourceRows:
+    """Row counts of a plan over Parquet `shards` with `done` progress (embedding and reranking plans)."""
+
+    shards: list[ShardInfo]
+    done: prog.Progress
+
+    @property
+    def rows_done(self) -> int:
+        return prog.total_rows(self.done)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(s.num_rows for s in self.shards)
+
+
 @dataclass
-class EmbedPlan:
+class EmbedPlan(SourceRows):
     config: EmbedJobConfig
     fs: Any
     shards: list[ShardInfo]
@@ -50,14 +72,6 @@ class EmbedPlan:
     fragment_floor: int  # fragments with a higher id were written by this run
     resuming: bool = False
     done: prog.Progress = field(default_factory=dict)  # rows already committed by this run
-
-    @property
-    def rows_done(self) -> int:
-        return prog.total_rows(self.done)
-
-    @property
-    def total_rows(self) -> int:
-        return sum(s.num_rows for s in self.shards)
 
     def engine_spec(self, gpus: float) -> EngineSpec:
         m = self.config.model
@@ -100,33 +114,49 @@ def _check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sch
         )
 
 
-def rows_per_batch(plan_fs: Any, shard: ShardInfo, text_column: str, batch_tokens: int) -> int:
-    """Ray batch size in rows, so that one batch carries about `batch_tokens` tokens."""
-    import pyarrow.compute as pc
+def sample_rows(fs: Any, shard: ShardInfo, columns: list[str], rows: int = _SAMPLE_ROWS) -> pa.Table:
+    """The first `rows` rows of a shard's `columns` (for batch-size estimates)."""
     import pyarrow.parquet as pq
 
-    with plan_fs.open(plan_fs._strip_protocol(shard.path), "rb") as f:
-        pf = pq.ParquetFile(f)
-        batch = next(pf.iter_batches(batch_size=_SAMPLE_ROWS, columns=[text_column]), None)
-    mean_chars = 0.0
-    if batch is not None and batch.num_rows:
-        col = batch.column(0)
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            mean_chars = float(pc.mean(pc.utf8_length(col)).as_py() or 0.0)
-    est_tokens = max(4.0, mean_chars / _CHARS_PER_TOKEN + 2)
+    with fs.open(fs._strip_protocol(shard.path), "rb") as f:
+        batch = next(pq.ParquetFile(f).iter_batches(batch_size=rows, columns=columns), None)
+    return pa.Table.from_batches([batch]) if batch is not None else pa.table({c: [] for c in columns})
+
+
+def mean_chars(col: Any) -> float:
+    """Mean length in characters of a text column (0 for an empty or non-text one)."""
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or not len(col):
+        return 0.0
+    return float(pc.mean(pc.utf8_length(col)).as_py() or 0.0)
+
+
+def rows_per_batch(plan_fs: Any, shard: ShardInfo, text_column: str, batch_tokens: int) -> int:
+    """Ray batch size in rows, so that one batch carries about `batch_tokens` tokens."""
+    chars = mean_chars(sample_rows(plan_fs, shard, [text_column]).column(0))
+    est_tokens = max(4.0, chars / _CHARS_PER_TOKEN + 2)
     return int(min(8192, max(8, batch_tokens / est_tokens)))
+
+
+def input_shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]],
+                 setting: str) -> tuple[Any, list[ShardInfo]]:
+    """List and inspect a job's Parquet input and check its (setting, column) pairs; errors as ConfigError."""
+    try:
+        fs, paths = list_shards(uri, storage_options, setting)
+        shards = inspect_shards(fs, paths)
+        require_columns_in(shards, columns)
+    except SourceError as err:
+        raise ConfigError(str(err)) from None
+    except (OSError, PermissionError) as err:
+        raise ConfigError(f"{setting}: cannot list {uri}: {err}") from None
+    return fs, shards
 
 
 def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     src, m, sink = cfg.source, cfg.model, cfg.sink
-    try:
-        fs, paths = list_shards(src.uri, src.storage_options)
-        shards = inspect_shards(fs, paths)
-        check_columns(shards, src.id_column, src.text_column, src.columns)
-    except SourceError as err:
-        raise ConfigError(str(err)) from None
-    except (OSError, PermissionError) as err:
-        raise ConfigError(f"source.uri: cannot list {src.uri}: {err}") from None
+    fs, shards = input_shards(src.uri, src.storage_options, source_columns(src.id_column, src.text_column, src.columns),
+                              "source.uri")
 
     try:
         model = load_model_spec(m.name)

@@ -44,7 +44,7 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
     ds = ds.map_batches(validator, batch_format="pyarrow", batch_size=None)
     if plan.query_embedding is not None:
         ds = ds.map_batches(Embedder, fn_constructor_args=(plan.embedder_spec(gpus),),
-                            batch_size=plan.query_embedding.rows_per_batch, batch_format="pyarrow", **actor_args)
+                            batch_size=plan.query_rows_per_batch, batch_format="pyarrow", **actor_args)
         assert cfg.candidates is not None
         ds = ds.map_batches(retrieve_candidates, fn_kwargs={"spec": plan.retrieval},
                             batch_size=cfg.candidates.queries_per_scan, batch_format="pyarrow")
@@ -52,20 +52,6 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
                         batch_format="pyarrow", **actor_args)
     return ds.map_batches(RerankFragmentWriter(plan.sink), batch_size=plan.queries_per_fragment,
                           batch_format="pyarrow", runtime_env={"env_vars": WRITER_ENV})
-
-
-def table_run(plan: RerankPlan) -> TableRun:
-    sink = plan.config.sink
-    return TableRun(
-        sink=plan.sink, db_uri=sink.uri, table=sink.table, mode=sink.mode.value,
-        storage_options=sink.storage_options, main_version=plan.main_version,
-        rejected_version=plan.rejected_version, resuming=plan.resuming, run_id=plan.run_id,
-        source_signature=plan.source_signature, fragment_floor=plan.fragment_floor,
-        total_rows=plan.total_rows, rows_done=plan.rows_done, commit_every_rows=sink.commit_every_rows,
-        commit_every_seconds=sink.commit_every_seconds, lock_timeout_seconds=sink.lock_timeout_seconds,
-        show_progress=plan.config.run.progress, id_column="query_id",
-        unit="pair" if plan.pair_columns is not None else "query",
-    )
 
 
 def run_pipeline(plan: RerankPlan) -> RerankSummary:
@@ -84,7 +70,9 @@ def run_pipeline(plan: RerankPlan) -> RerankSummary:
         return ray.remote(num_cpus=0)(TableIndex).remote(plan.sink.main_uri, plan.sink.storage_options,
                                                          plan.fragment_floor, "query_id", None)
 
-    result = run_committed(table_run(plan), lambda registry, index: build_pipeline(plan, gpus, registry, index),
+    run = TableRun.for_plan(plan, cfg.sink, cfg.run.progress, id_column="query_id",
+                            unit="pair" if plan.pair_columns is not None else "query")
+    result = run_committed(run, lambda registry, index: build_pipeline(plan, gpus, registry, index),
                            make_index)
     c = result.committer
     summary = RerankSummary(

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from jobs.config import DEFAULT_QUERY_INSTRUCTION, ConfigError
-from jobs.plan import find_unfinished_run, rows_per_batch
+from jobs.plan import SourceRows, find_unfinished_run, input_shards, mean_chars, rows_per_batch, sample_rows
 from jobs.rerank_config import RerankJobConfig, RerankModelConfig
 from operators import progress as prog
 from operators.candidate_retriever import RetrievalSpec
@@ -26,7 +24,7 @@ from operators.engine import RERANKER_OVERRIDES, EngineSpec
 from operators.lance_sink import SinkSpec, read_provenance, table_uri
 from operators.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
 from operators.pairs_source import PairColumns
-from operators.parquet_source import ShardInfo, SourceError, inspect_shards, list_shards
+from operators.parquet_source import ShardInfo
 from operators.prompts import RERANK_PREFIX, RERANK_SUFFIX
 from operators.rerank_sink import rerank_schema
 from operators.reranker import RerankerSpec
@@ -48,7 +46,6 @@ class QueryEmbedding:
     dimensions: int
     max_tokens: int
     dtype: str
-    rows_per_batch: int
 
     def embedder_spec(self, gpus: float, engine: Any, document_column: str | None = None) -> EmbedderSpec:
         """`engine`: the job's EngineConfig."""
@@ -60,7 +57,7 @@ class QueryEmbedding:
 
 
 @dataclass
-class RerankPlan:
+class RerankPlan(SourceRows):
     config: RerankJobConfig
     fs: Any
     shards: list[ShardInfo]
@@ -78,17 +75,10 @@ class RerankPlan:
     fragment_floor: int
     pair_columns: PairColumns | None = None  # pairs input
     query_embedding: QueryEmbedding | None = None  # queries + candidates input
+    query_rows_per_batch: int = 0  # query embedder batches, in queries
     retrieval: RetrievalSpec | None = None
     resuming: bool = False
     done: prog.Progress = field(default_factory=dict)
-
-    @property
-    def rows_done(self) -> int:
-        return prog.total_rows(self.done)
-
-    @property
-    def total_rows(self) -> int:
-        return sum(s.num_rows for s in self.shards)
 
     def reranker_spec(self, gpus: float) -> RerankerSpec:
         return reranker_spec(self.config.model, self.model, self.max_tokens, self.config.engine, gpus)
@@ -102,22 +92,6 @@ class RerankPlan:
         """What the row validator fingerprints (the reranking job keys on query ids only)."""
         return Provenance(model=self.config.model.name, instruction=self.instruction or "", input_type="rerank",
                           dimensions=0, max_tokens=self.max_tokens)
-
-
-def input_shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]]):
-    try:
-        fs, paths = list_shards(uri, storage_options)
-        shards = inspect_shards(fs, paths)
-        for setting, col in columns:
-            for shard in shards:
-                if col not in shard.schema.names:
-                    raise SourceError(f"{setting}: column {col!r} is missing from {shard.path} "
-                                      f"(it has {shard.schema.names})")
-    except SourceError as err:
-        raise ConfigError(str(err).replace("source.uri", uri)) from None
-    except (OSError, PermissionError) as err:
-        raise ConfigError(f"cannot list {uri}: {err}") from None
-    return fs, shards
 
 
 def reranker_model(m: RerankModelConfig, section: str = "model") -> tuple[ModelSpec, int]:
@@ -145,18 +119,6 @@ def reranker_spec(m: RerankModelConfig, model: ModelSpec, max_tokens: int, engin
                       trust_remote_code=m.trust_remote_code, extra=dict(engine.vllm), hf_overrides=RERANKER_OVERRIDES)
     return RerankerSpec(engine=spec, instruction=m.instruction, max_tokens=max_tokens,
                         batch_tokens=engine.batch_tokens)
-
-
-def _sample(fs: Any, shard: ShardInfo, columns: list[str]) -> pa.Table:
-    with fs.open(fs._strip_protocol(shard.path), "rb") as f:
-        batch = next(pq.ParquetFile(f).iter_batches(batch_size=_SAMPLE_ROWS, columns=columns), None)
-    return pa.Table.from_batches([batch]) if batch is not None else pa.table({c: [] for c in columns})
-
-
-def _mean_chars(col: pa.ChunkedArray) -> float:
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or not len(col):
-        return 0.0
-    return float(pc.mean(pc.utf8_length(col)).as_py() or 0.0)
 
 
 def open_candidates(table: str, db_uri: str, text_column: str, query_instruction: str | None,
@@ -187,19 +149,9 @@ def open_candidates(table: str, db_uri: str, text_column: str, query_instruction
     else:
         instruction = DEFAULT_QUERY_INSTRUCTION if model.appends_end_token else ""
     emb = QueryEmbedding(model=model, instruction=instruction, dimensions=int(prov["dimensions"]),
-                         max_tokens=int(prov["max_tokens"]), dtype=dtype, rows_per_batch=0)
+                         max_tokens=int(prov["max_tokens"]), dtype=dtype)
     retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=top_k, text_column=text_column,
                               storage_options=options)
-    return emb, retrieval, ds
-
-
-def _query_embedding(cfg: RerankJobConfig, fs: Any, shard: ShardInfo) -> tuple[QueryEmbedding, RetrievalSpec, Any]:
-    cand, queries = cfg.candidates, cfg.queries
-    assert cand is not None and queries is not None
-    emb, retrieval, ds = open_candidates(cand.table, cfg.candidates_uri, cand.text_column, cand.query_instruction,
-                                         cand.storage_options or cfg.sink.storage_options, cand.top_k,
-                                         cfg.model.dtype.value)
-    emb.rows_per_batch = rows_per_batch(fs, shard, queries.text_column, cfg.engine.batch_tokens)
     return emb, retrieval, ds
 
 
@@ -220,6 +172,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
     model, max_tokens = reranker_model(cfg.model)
     eng = cfg.engine
     pair_columns = query_embedding = retrieval = None
+    query_rows_per_batch = 0
     if cfg.pairs is not None:
         p = cfg.pairs
         pair_columns = PairColumns(p.query_id_column, p.query_column, p.doc_id_column, p.doc_text_column,
@@ -228,23 +181,26 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
                 ("pairs.doc_id_column", p.doc_id_column), ("pairs.doc_text_column", p.doc_text_column)]
         if p.score_column:
             cols.append(("pairs.score_column", p.score_column))
-        fs, shards = input_shards(p.uri, p.storage_options, cols)
-        sample = _sample(fs, shards[0], [p.query_id_column, p.doc_text_column])
+        fs, shards = input_shards(p.uri, p.storage_options, cols, "pairs.uri")
+        sample = sample_rows(fs, shards[0], [p.query_id_column, p.doc_text_column], _SAMPLE_ROWS)
         groups = max(1, len(set(sample.column(p.query_id_column).to_pylist())))
         pairs_per_query = max(1.0, sample.num_rows / groups)
-        doc_chars = _mean_chars(sample.column(p.doc_text_column))
+        doc_chars = mean_chars(sample.column(p.doc_text_column))
         candidates: dict[str, Any] = {}
     else:
         q = cfg.queries
-        assert q is not None and cfg.candidates is not None
-        fs, shards = input_shards(q.uri, q.storage_options, [("queries.id_column", q.id_column),
-                                                        ("queries.text_column", q.text_column)])
-        query_embedding, retrieval, cand_ds = _query_embedding(cfg, fs, shards[0])
-        sample = cand_ds.head(_SAMPLE_ROWS, columns=[cfg.candidates.text_column])
-        pairs_per_query = float(min(cfg.candidates.top_k, max(1, cand_ds.count_rows())))
-        doc_chars = _mean_chars(sample.column(0))
+        cand = cfg.candidates
+        assert q is not None and cand is not None
+        fs, shards = input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri")
+        query_embedding, retrieval, cand_ds = open_candidates(
+            cand.table, cfg.candidates_uri, cand.text_column, cand.query_instruction,
+            cand.storage_options or cfg.sink.storage_options, cand.top_k, cfg.model.dtype.value)
+        query_rows_per_batch = rows_per_batch(fs, shards[0], q.text_column, eng.batch_tokens)
+        sample = cand_ds.head(_SAMPLE_ROWS, columns=[cand.text_column])
+        pairs_per_query = float(min(cand.top_k, max(1, cand_ds.count_rows())))
+        doc_chars = mean_chars(sample.column(0))
         candidates = {"candidates_table": retrieval.uri, "candidates_version": retrieval.version,
-                      "top_k": cfg.candidates.top_k, "query_instruction": query_embedding.instruction}
+                      "top_k": cand.top_k, "query_instruction": query_embedding.instruction}
     pair_tokens = min(max_tokens, _TEMPLATE_TOKENS + 16 + doc_chars / _CHARS_PER_TOKEN)
     queries_per_batch = int(max(1, min(4096, eng.batch_tokens / (pairs_per_query * pair_tokens))))
     queries_per_fragment = int(max(1, cfg.sink.rows_per_fragment / pairs_per_query))
@@ -277,9 +233,15 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
         run_id=resume[0] if resume else uuid.uuid4().hex, source_signature=signature,
         fragment_floor=resume[2] if resume else max_fragment_id(main_ds),
         pair_columns=pair_columns, query_embedding=query_embedding, retrieval=retrieval,
+        query_rows_per_batch=query_rows_per_batch,
         resuming=resume is not None, done=resume[1] if resume else {},
     )
 
+
+
+def query_columns(q: Any) -> list[tuple[str, str]]:
+    """The (setting, column) pairs of a `queries:` section."""
+    return [("queries.id_column", q.id_column), ("queries.text_column", q.text_column)]
 
 
 def precheck(cfg: RerankJobConfig) -> None:
@@ -287,5 +249,4 @@ def precheck(cfg: RerankJobConfig) -> None:
     reranker_model(cfg.model)
     if cfg.queries is not None:
         q = cfg.queries
-        input_shards(q.uri, q.storage_options, [("queries.id_column", q.id_column),
-                                                ("queries.text_column", q.text_column)])
+        input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri")

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.contract import require_columns
-from operators.progress import dumps, progress_of
+from operators.progress import Progress, dumps, progress_of
 
 METADATA_KEY = b"batch_embed"
 
@@ -179,10 +179,16 @@ def _report(table: str, rows: pa.Table, fragments: list[Any], tokens: int, count
     covered = (
         progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist()) if progress else {}
     )
+    return writer_report(table, rows.num_rows, fragments, tokens, counts, covered, replaces)
+
+
+def writer_report(table: str, rows: int, fragments: list[Any], tokens: int, counts: Counter, covered: Progress,
+                  replaces: dict[int, list[str]] | None = None) -> dict[str, Any]:
+    """One row of WRITER_OUTPUT_SCHEMA, what the committer reads (every job's writer reports this way)."""
     return {
         "table": table,
         "fragments": json.dumps([f.to_json() for f in fragments]),
-        "rows": rows.num_rows,
+        "rows": rows,
         "tokens": tokens,
         "counts": json.dumps(dict(counts)),
         "progress": dumps(covered),

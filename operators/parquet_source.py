@@ -58,8 +58,10 @@ def open_filesystem(uri: str, storage_options: dict[str, Any]) -> tuple[Any, str
     return fs, prefix
 
 
-def list_shards(uri: str, storage_options: dict[str, Any]) -> tuple[Any, list[str]]:
-    """All Parquet files under a folder / prefix, or matching a glob, or the one file named; sorted."""
+def list_shards(uri: str, storage_options: dict[str, Any], setting: str = "source.uri") -> tuple[Any, list[str]]:
+    """All Parquet files under a folder / prefix, or matching a glob, or the one file named; sorted.
+
+    `setting`: the config key named in the error (each job calls its input differently)."""
     fs, prefix = open_filesystem(uri, storage_options)
     stripped = _fs_path(fs, uri)
     if globlib.has_magic(stripped):
@@ -72,7 +74,7 @@ def list_shards(uri: str, storage_options: dict[str, Any]) -> tuple[Any, list[st
         found = []
     files = sorted(p for p in found if fs.isfile(p))
     if not files:
-        raise SourceError(f"source.uri: no Parquet files found at {uri}")
+        raise SourceError(f"{setting}: no Parquet files found at {uri}")
     return fs, [prefix + p if prefix and not p.startswith(prefix) else p for p in files]
 
 
@@ -93,11 +95,21 @@ def inspect_shards(fs: Any, paths: list[str], threads: int = 16) -> list[ShardIn
         return list(pool.map(one, paths))
 
 
-def check_columns(shards: list[ShardInfo], id_column: str, text_column: str, extra: list[str]) -> None:
-    """Fail before anything runs if a shard lacks a configured column."""
-    for setting, col in [("source.id_column", id_column), ("source.text_column", text_column)] + [
+def source_columns(id_column: str, text_column: str, extra: list[str]) -> list[tuple[str, str]]:
+    """The embedding source's (setting, column) pairs."""
+    return [("source.id_column", id_column), ("source.text_column", text_column)] + [
         ("source.columns", c) for c in extra
-    ]:
+    ]
+
+
+def check_columns(shards: list[ShardInfo], id_column: str, text_column: str, extra: list[str]) -> None:
+    """Fail before anything runs if a shard lacks a configured column of the embedding source."""
+    require_columns_in(shards, source_columns(id_column, text_column, extra))
+
+
+def require_columns_in(shards: list[ShardInfo], columns: list[tuple[str, str]]) -> None:
+    """(setting, column) pairs every shard must have; the error names the setting and the shard."""
+    for setting, col in columns:
         for shard in shards:
             if col not in shard.schema.names:
                 raise SourceError(

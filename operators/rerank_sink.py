@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.contract import require_columns
-from operators.lance_sink import METADATA_KEY, REJECTED_SCHEMA, WRITER_OUTPUT_SCHEMA, SinkSpec
-from operators.progress import dumps, progress_of
+from operators.lance_sink import METADATA_KEY, REJECTED_SCHEMA, WRITER_OUTPUT_SCHEMA, SinkSpec, writer_report
+from operators.progress import Progress, progress_of
 
 # The row validator's generic labels, as a reranking user reads them.
 QUERY_REASONS = {
@@ -87,16 +87,16 @@ class RerankFragmentWriter:
                 tokens += int(pc.sum(good.column("query_tokens")).as_py() or 0)
             unscored = pairs.num_rows - pc.count(pairs.column("rerank_score")).as_py()
             counts = Counter(queries=good.num_rows, pairs=pairs.num_rows, unscored_pairs=unscored)
-            reports.append(_report("main", good, pairs.num_rows, frags, tokens, counts))
+            reports.append(writer_report("main", pairs.num_rows, frags, tokens, counts, _covered(good)))
         if bad.num_rows:
             rejected = self._rejected(bad)
             frags = write_fragments(rejected, self.spec.rejected_uri, schema=REJECTED_SCHEMA, storage_options=opts)
             reasons = Counter(r.split(":", 1)[0] for r in rejected.column("reason").to_pylist())
-            reports.append(_report("rejected", bad, rejected.num_rows, frags, 0, reasons))
+            reports.append(writer_report("rejected", rejected.num_rows, frags, 0, reasons, _covered(bad)))
         if same.num_rows:
             n = sum(len(r) for r in same.column("source_rows").to_pylist())
-            reports.append({**_report("unchanged", same, n, [], 0, Counter(skipped_queries=same.num_rows)),
-                            "progress": dumps({})})  # not progress: a resumed run re-checks them
+            # Not progress: a resumed run re-checks them.
+            reports.append(writer_report("unchanged", n, [], 0, Counter(skipped_queries=same.num_rows), {}))
         return pa.Table.from_pylist(reports, schema=WRITER_OUTPUT_SCHEMA)
 
     @staticmethod
@@ -143,17 +143,8 @@ class RerankFragmentWriter:
                         schema=REJECTED_SCHEMA)
 
 
-def _report(table: str, queries: pa.Table, rows: int, fragments: list[Any], tokens: int,
-            counts: Counter) -> dict[str, Any]:
-    shards = [s for s, rs in zip(queries.column("source_shard").to_pylist(), queries.column("source_rows").to_pylist(),
-                                 strict=True) for _ in rs]
-    covered = progress_of(shards, _explode(queries.column("source_rows").to_pylist()))
-    return {
-        "table": table,
-        "fragments": json.dumps([f.to_json() for f in fragments]),
-        "rows": rows,
-        "tokens": tokens,
-        "counts": json.dumps(dict(counts)),
-        "progress": dumps(covered),
-        "replaces": json.dumps({}),
-    }
+def _covered(queries: pa.Table) -> Progress:
+    """The source rows of these queries (a pairs query spans several)."""
+    source_rows = queries.column("source_rows").to_pylist()
+    shards = [s for s, rs in zip(queries.column("source_shard").to_pylist(), source_rows, strict=True) for _ in rs]
+    return progress_of(shards, _explode(source_rows))

@@ -88,10 +88,10 @@ class RowValidator:
 
             found, old_prints, frags = ray.get(self._index.lookup.remote(id_hashes))
             if self._skip_existing:
-                old_prints = new_prints = np.zeros(len(found), dtype=np.uint64)
+                actions = ["unchanged" if f else "new" for f in found.tolist()]
             else:
                 new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
-            actions = classify(found, old_prints, new_prints)
+                actions = classify(found, old_prints, new_prints)
             old_frag = np.where(np.array(actions) == "changed", frags, -1)
 
         def spread(values: list[Any] | np.ndarray, typ: pa.DataType) -> pa.Array:
