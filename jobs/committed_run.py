@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.actor_timeline import ActorTimeline
 from operators import progress as prog
 from operators.id_registry import IdRegistry
 from operators.lance_committer import LanceCommitter
@@ -55,6 +56,7 @@ class TableRun:
     show_progress: bool = True
     id_column: str = "id"  # the main table's key, seeded into the registry on resume
     unit: str = "row"
+    engine_pools: tuple[str, ...] = ("Embedder",)  # map_batches classes whose alive actors the summary charts
 
     @classmethod
     def for_plan(cls, plan: Any, sink: Any, show_progress: bool, **kwargs: Any) -> TableRun:
@@ -80,6 +82,7 @@ class RunResult:
     orphans_removed: int
     seconds: float
     after: Any = None  # what `after_commit` returned
+    actor_timeline: dict[str, list[list[float]]] | None = None  # {pool: [[seconds, alive actors], ...]}
 
 
 def seed_registry(run: TableRun, registry: Any) -> int:
@@ -148,12 +151,14 @@ def run_committed(
             )
             bar = tqdm(total=run.total_rows, initial=run.rows_done, unit=run.unit, desc=run.table,
                        disable=not run.show_progress)
+            timeline = ActorTimeline(run.engine_pools)
             try:
-                for batch in build(registry, index).iter_batches(batch_size=None, batch_format="pyarrow"):
-                    for report in batch.to_pylist():
-                        committer.add(report)
-                        bar.update(source_rows_of(report))
-                    committer.maybe_commit()
+                with timeline:
+                    for batch in build(registry, index).iter_batches(batch_size=None, batch_format="pyarrow"):
+                        for report in batch.to_pylist():
+                            committer.add(report)
+                            bar.update(source_rows_of(report))
+                        committer.maybe_commit()
                 committer.finish(final_deletes(registry) if final_deletes is not None else None)
             finally:
                 bar.close()
@@ -169,4 +174,5 @@ def run_committed(
                     ray.kill(actor)
     finally:
         lock.release()
-    return RunResult(committer=committer, orphans_removed=orphans, seconds=seconds, after=after)
+    return RunResult(committer=committer, orphans_removed=orphans, seconds=seconds, after=after,
+                     actor_timeline=timeline.points)

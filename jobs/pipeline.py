@@ -187,7 +187,8 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         commits=committer.commits,
         run_id=plan.run_id,
         orphans_removed=orphans,
-        actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus},
+        actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus,
+                "timeline": result.actor_timeline},
         upkeep=result.after,
     )
     accounted = summary.rows_written + summary.rows_rejected + summary.rows_unchanged + summary.rows_resumed

@@ -71,7 +71,8 @@ def run_pipeline(plan: RerankPlan) -> RerankSummary:
                                                          plan.fragment_floor, "query_id", None)
 
     run = TableRun.for_plan(plan, cfg.sink, cfg.run.progress, id_column="query_id",
-                            unit="pair" if plan.pair_columns is not None else "query")
+                            unit="pair" if plan.pair_columns is not None else "query",
+                            engine_pools=("Reranker",) if plan.query_embedding is None else ("Embedder", "Reranker"))
     result = run_committed(run, lambda registry, index: build_pipeline(plan, gpus, registry, index),
                            make_index)
     c = result.committer
@@ -86,7 +87,8 @@ def run_pipeline(plan: RerankPlan) -> RerankSummary:
         rejected_rows=c.rows_rejected, pairs_written=c.rows_written, pairs_unscored=c.actions["unscored_pairs"],
         rejected_by_reason=dict(c.reasons), tokens=c.tokens, seconds=result.seconds, commits=c.commits,
         run_id=plan.run_id, orphans_removed=result.orphans_removed,
-        actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus},
+        actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus,
+                "timeline": result.actor_timeline},
     )
     # Every source row is in exactly one place: committed by this attempt (either table),
     # skipped as already reranked, or committed by an earlier attempt of this run.

@@ -70,6 +70,7 @@ class RunSummary:
             f"tokens         {self.tokens:,}",
             f"time           {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   {self.tokens_per_s:,.0f} tokens/s",
             f"commits        {self.commits}",
+            render_actors(self.actors),
         ]
         if self.summary_path:
             lines.append(f"summary        {self.summary_path}")
@@ -140,10 +141,21 @@ class RerankSummary:
             f"time           {self.seconds:.1f} s   {self.pairs_per_s:,.1f} pairs/s   "
             f"{self.tokens_per_s:,.0f} tokens/s",
             f"commits        {self.commits}",
+            render_actors(self.actors),
         ]
         if self.summary_path:
             lines.append(f"summary        {self.summary_path}")
         return "\n".join(lines)
+
+
+def render_actors(actors: dict[str, Any]) -> str:
+    """`actors  Embedder 1->2->0 (peak 2 of max 2)`: how each engine pool scaled over the run."""
+    pools = []
+    for pool, series in sorted((actors.get("timeline") or {}).items()):
+        steps = "->".join(f"{int(n)}@{t:g}s" for t, n in series) or "not seen"
+        peak = max((int(n) for _, n in series), default=0)
+        pools.append(f"{pool} {steps} (peak {peak} of max {actors.get('max')})")
+    return "actors         " + ("; ".join(pools) or f"min {actors.get('min')} max {actors.get('max')}")
 
 
 def write_summary(summary: RunSummary | RerankSummary, path: str, storage_options: dict[str, Any]) -> None:
