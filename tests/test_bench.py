@@ -1,0 +1,118 @@
+"""`batch-embed bench`: the figures' arithmetic, and a small real run that must produce every figure and the chart.
+
+No assertion on speed (a noisy 2-core machine); the figures must exist, be
+consistent with each other, and come from real runs of every contender.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.actor_timeline import count_alive, pool_class_name
+from jobs.bench_corpus import length_targets, make_texts
+from jobs.bench_report import figures, flops_per_token, render_table, token_weighted_context
+from jobs.summary import render_actors
+
+MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536,
+          "hidden_act": "gelu", "model_type": "bert"}
+QWEN3_06B = {"hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
+             "head_dim": 128, "intermediate_size": 3072, "hidden_act": "silu", "model_type": "qwen3"}
+
+
+def test_flops_per_token_counts_the_matmuls_and_attention():
+    # all-MiniLM-L6-v2: 6 x (4 x 384^2 + 2 x 384 x 1536) = 10.6M weights in its layers.
+    assert flops_per_token(MINILM, context=0, causal=False) == 2 * 6 * (4 * 384**2 + 2 * 384 * 1536)
+    assert flops_per_token(MINILM, 100, False) - flops_per_token(MINILM, 0, False) == 6 * 4 * 100 * 384
+    # Qwen3-Embedding-0.6B: ~0.44B non-embedding weights (GQA k/v, gated MLP) -> ~0.88 GFLOP per token.
+    weights = flops_per_token(QWEN3_06B, 0, causal=True) / 2
+    assert 0.40e9 < weights < 0.48e9
+    # Causal attention sees half its context on average.
+    extra = flops_per_token(QWEN3_06B, 200, True) - flops_per_token(QWEN3_06B, 0, True)
+    assert extra == 28 * 4 * 100 * 16 * 128
+
+
+def test_token_weighted_context():
+    lengths = [10, 30]
+    assert token_weighted_context(sum(lengths), sum(n * n for n in lengths)) == pytest.approx(1000 / 40)
+
+
+def test_figures_ratio_to_raw_and_table():
+    results = {
+        "raw": {"rows": 100, "wall_s": 10.0, "tokens": 5000, "driver_peak_rss": 2**30, "workers_peak_rss": 0},
+        "job": {"rows": 100, "wall_s": 12.5, "tokens": 5000, "driver_peak_rss": 2**28, "workers_peak_rss": 2**31},
+        "naive": {"rows": 100, "wall_s": 20.0, "driver_peak_rss": 2**29, "workers_peak_rss": 0},
+        "broken": {"error": "exit 1"},
+    }
+    f = figures(results, corpus_tokens=5000)
+    assert set(f) == {"raw", "job", "naive"}
+    assert f["raw"]["ratio_to_raw"] == 1.0 and f["job"]["ratio_to_raw"] == 0.8 and f["naive"]["ratio_to_raw"] == 0.5
+    assert f["naive"]["tokens_per_s"] == 250.0  # the corpus's tokens when a contender does not count them
+    assert f["job"]["workers_peak_rss_mb"] == 2048.0
+    table = render_table(f, {"job": "this job"})
+    assert "this job" in table and "0.80" in table
+
+
+def test_corpus_is_mixed_length_and_reproducible():
+    targets = length_targets(5000, seed=0)
+    assert targets.min() <= 8 and targets.max() >= 400  # a few tokens to several hundred
+    texts = make_texts(300, seed=3)
+    assert texts == make_texts(300, seed=3) and len(set(texts)) > 250
+    chars = sorted(len(t) for t in texts)
+    assert chars[0] < 60 and chars[-1] > 1000
+
+
+def test_actor_counting_and_summary_line():
+    table = [
+        {"ActorClassName": pool_class_name("Embedder"), "State": "ALIVE"},
+        {"ActorClassName": pool_class_name("Embedder"), "State": "DEAD"},
+        {"ActorClassName": pool_class_name("Embedder"), "State": "ALIVE"},
+        {"ActorClassName": "IdRegistry", "State": "ALIVE"},
+    ]
+    assert count_alive(table, [pool_class_name("Embedder"), pool_class_name("Reranker")]) == {
+        "MapWorker(MapBatches(Embedder))": 2, "MapWorker(MapBatches(Reranker))": 0}
+    line = render_actors({"min": 1, "max": 2, "timeline": {"Embedder": [[0.0, 0], [12.5, 1], [30.0, 2], [61.0, 0]]}})
+    assert "Embedder 0@0s->1@12.5s->2@30s->0@61s (peak 2 of max 2)" in line
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.bench
+def test_small_bench_run_produces_every_figure(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", "--rows", "240", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert report["errors"] == {}
+    contenders = report["contenders"]
+    assert set(contenders) == {"raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive"}
+    for name, f in contenders.items():
+        assert f["rows"] == (60 if name in ("job_quarter", "job_autoscale") else 240), name
+        for key in ("wall_s", "rows_per_s", "tokens_per_s", "driver_peak_rss_mb", "ratio_to_raw", "model_tflops",
+                    "fraction_of_peak"):
+            assert f[key] > 0, (name, key)
+    assert contenders["raw"]["ratio_to_raw"] == 1.0
+    # Every contender embedded the same corpus: the same token count where it counts them itself.
+    assert contenders["job"]["tokens"] == contenders["raw"]["tokens"] == contenders["ray_data_llm"]["tokens"]
+    assert contenders["job"]["workers_peak_rss_mb"] > 0  # Ray's processes and the engine actor were seen
+    assert report["machine"]["bf16_gemm_flops_per_s"] > 1e9
+    assert report["model"]["flops_per_token"] > 2e7
+    assert len(report["batching"]) == 3 and all(v > 0 for v in report["batching"].values())
+    assert report["driver_memory"]["rows"] == [60, 240]
+    timeline = report["autoscaling"]["timeline"]["Embedder"]
+    assert max(n for _, n in timeline) >= 1 and timeline[-1][1] == 0  # the pool came up and was released
+    width, height = _png_size(out / "bench.png")
+    assert width >= 800 and height >= 600
+    for label in ("raw vLLM engine", "ray.data.llm", "sentence-transformers", "% of peak", "driver peak RSS",
+                  "autoscaling Embedder", "batching"):
+        assert label in proc.stdout, label
