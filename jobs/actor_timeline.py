@@ -36,9 +36,10 @@ def count_alive(actors: Iterable[dict], classes: Iterable[str]) -> dict[str, int
 class ActorTimeline:
     """`with ActorTimeline(["Embedder"]) as tl: ...` then `tl.points` -> {"Embedder": [[t, n], ...]}."""
 
-    def __init__(self, udfs: Iterable[str], interval: float = 1.0):
+    def __init__(self, udfs: Iterable[str], interval: float = 1.0, settle: float = 3.0):
         self._names = {pool_class_name(u): u for u in udfs}
         self.interval = interval
+        self.settle = settle  # seconds to wait at the end for the pool's release to show
         self.points: dict[str, list[list[float]]] = {u: [] for u in self._names.values()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,7 +73,12 @@ class ActorTimeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.sample()  # the pool's end state (0 once Ray Data released it)
+        # The pool's end state: Ray Data releases its actors just after the last batch.
+        deadline = time.monotonic() + self.settle
+        self.sample()
+        while time.monotonic() < deadline and any(s and s[-1][1] for s in self.points.values()):
+            time.sleep(0.25)
+            self.sample()
 
     def peak(self) -> dict[str, int]:
         return {u: max((int(n) for _, n in s), default=0) for u, s in self.points.items()}

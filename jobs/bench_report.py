@@ -94,7 +94,7 @@ def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> N
     ax.set_yticks(list(ys), [labels.get(n, n) for n in names])
     ax.set_xlabel("peak RSS, MB")
     ax.set_title("Memory")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     ax.invert_yaxis()
 
     ax = axes[1][0]
