@@ -79,6 +79,3 @@ class ActorTimeline:
         while time.monotonic() < deadline and any(s and s[-1][1] for s in self.points.values()):
             time.sleep(0.25)
             self.sample()
-
-    def peak(self) -> dict[str, int]:
-        return {u: max((int(n) for _, n in s), default=0) for u, s in self.points.items()}

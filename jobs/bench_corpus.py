@@ -53,12 +53,12 @@ def make_texts(rows: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def write_bench_corpus(out: Path, rows: int, seed: int = 0, shard_rows: int = 5000) -> list[Path]:
+def write_bench_corpus(out: Path, texts: list[str], shard_rows: int = 5000) -> list[Path]:
     """Parquet shards of (`id`, `text`) under `out` (old shards removed); returns their paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    texts = make_texts(rows, seed)
+    rows = len(texts)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.parquet"):
         old.unlink()

@@ -12,7 +12,7 @@ from typing import Any
 
 from jobs.committed_run import TableRun, run_committed
 from jobs.plan import EmbedPlan
-from jobs.summary import RunSummary, write_summary
+from jobs.summary import RunSummary, actors_report, write_summary
 from operators.embedder import Embedder, EmbedderSpec
 from operators.lance_sink import LanceFragmentWriter
 from operators.parquet_source import ParquetShardSource
@@ -187,8 +187,7 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         commits=committer.commits,
         run_id=plan.run_id,
         orphans_removed=orphans,
-        actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus,
-                "timeline": result.actor_timeline},
+        actors=actors_report(cfg.engine, gpus, result.actor_timeline),
         upkeep=result.after,
     )
     accounted = summary.rows_written + summary.rows_rejected + summary.rows_unchanged + summary.rows_resumed

@@ -14,7 +14,7 @@ from typing import Any
 from jobs.committed_run import TableRun, run_committed
 from jobs.pipeline import WRITER_ENV, default_summary_path, engine_pool_args, resolve_gpus
 from jobs.rerank_plan import RerankPlan
-from jobs.summary import RerankSummary, write_summary
+from jobs.summary import RerankSummary, actors_report, write_summary
 from operators.candidate_retriever import retrieve_candidates
 from operators.embedder import Embedder
 from operators.pairs_source import PairsSource
@@ -87,8 +87,7 @@ def run_pipeline(plan: RerankPlan) -> RerankSummary:
         rejected_rows=c.rows_rejected, pairs_written=c.rows_written, pairs_unscored=c.actions["unscored_pairs"],
         rejected_by_reason=dict(c.reasons), tokens=c.tokens, seconds=result.seconds, commits=c.commits,
         run_id=plan.run_id, orphans_removed=result.orphans_removed,
-        actors={"min": cfg.engine.actors.min, "max": cfg.engine.actors.max, "gpus_per_actor": gpus,
-                "timeline": result.actor_timeline},
+        actors=actors_report(cfg.engine, gpus, result.actor_timeline),
     )
     # Every source row is in exactly one place: committed by this attempt (either table),
     # skipped as already reranked, or committed by an earlier attempt of this run.

@@ -148,8 +148,13 @@ class RerankSummary:
         return "\n".join(lines)
 
 
+def actors_report(engine: Any, gpus: float, timeline: dict[str, list[list[float]]] | None) -> dict[str, Any]:
+    """The summary's `actors`: the pool's configured size and how many were alive over the run."""
+    return {"min": engine.actors.min, "max": engine.actors.max, "gpus_per_actor": gpus, "timeline": timeline}
+
+
 def render_actors(actors: dict[str, Any]) -> str:
-    """`actors  Embedder 1->2->0 (peak 2 of max 2)`: how each engine pool scaled over the run."""
+    """`actors  Embedder 0@1s->1@14s->0@47.1s (peak 1 of max 2)`: how each engine pool scaled over the run."""
     pools = []
     for pool, series in sorted((actors.get("timeline") or {}).items()):
         steps = "->".join(f"{int(n)}@{t:g}s" for t, n in series) or "not seen"

@@ -30,8 +30,9 @@ KNOWN_MODELS: dict[str, tuple[int, int]] = {
     "Qwen/Qwen3-Embedding-8B": (4096, 32768),
 }
 
-# Decoder families whose embedding models pool the last token (they must see an end token).
-_LAST_TOKEN_FAMILIES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3"}
+# Causal decoder families: their embedding models pool the last token (which must be an end token)
+# unless a sentence-transformers pooling config says otherwise; the bench counts their attention as causal.
+DECODER_FAMILIES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3"}
 
 DEFAULT_MAX_TOKENS = 8192
 END_TOKEN = "<|endoftext|>"
@@ -94,7 +95,7 @@ def _pooling(config: dict, st_pooling: dict | None) -> str:
             return "cls"
         if st_pooling.get("pooling_mode_mean_tokens"):
             return "mean"
-    return "last" if config.get("model_type") in _LAST_TOKEN_FAMILIES else "mean"
+    return "last" if config.get("model_type") in DECODER_FAMILIES else "mean"
 
 
 def load_model_spec(name: str) -> ModelSpec:
