@@ -172,6 +172,12 @@ def run_committed(
             for actor in (registry, index):
                 if actor is not None:
                     ray.kill(actor)
+    except Exception as err:
+        # A storage outage, a bad shard mid-read, a crash: commits are atomic, so the table is at its
+        # last good version and the run's ledger says what is in it.
+        log.error("run %s stopped (%s); the table keeps every commit made before this, and re-running the same "
+                  "command resumes from the last one", run.run_id, type(err).__name__)
+        raise
     finally:
         lock.release()
     return RunResult(committer=committer, orphans_removed=orphans, seconds=seconds, after=after,

@@ -20,6 +20,7 @@ from jobs.config_common import (  # noqa: F401 - re-exported: the embedding job'
     ConfigError,
     EngineConfig,
     ModelDtype,
+    ReadRetryConfig,
     RetentionMixin,
     RunConfig,
     TableSinkConfig,
@@ -73,6 +74,11 @@ class VectorDtype(str, Enum):
     float16 = "float16"
 
 
+class BadShardPolicy(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
 class SourceConfig(_Strict):
     uri: str = Field(description="Local folder, glob, single file, or s3://bucket/prefix/ of Parquet shards.")
     id_column: str = Field("id", description="Column holding each row's unique id (written as string `id`).")
@@ -83,6 +89,13 @@ class SourceConfig(_Strict):
         description="s3fs options (endpoint_url, key, secret, client_kwargs...); credentials default to the "
         "environment / AWS chain.",
     )
+    on_bad_shard: BadShardPolicy = Field(
+        BadShardPolicy.skip,
+        description="A shard that is not Parquet, is truncated or lacks a column: `skip` it (named in the log "
+        "and the summary; exit code 5) or `fail` the job before anything is committed.",
+    )
+    retry: ReadRetryConfig = Field(default_factory=ReadRetryConfig,
+                                   description="Retries of reads that fail on the storage path (endpoint down).")
 
     @field_validator("columns")
     @classmethod

@@ -31,6 +31,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False, validate_default=True)
 
 
+class ReadRetryConfig(_Strict):
+    attempts: int = Field(10, ge=1, description="Tries per read in all (1: no retry).")
+    max_seconds: float = Field(300.0, ge=0, description="Give up retrying a read after this long (backoff "
+                               "0.5 s doubling to 30 s); the job then stops naming the shard and can be re-run.")
+
+    def policy(self) -> Any:
+        from operators.shard_reads import RetryPolicy
+
+        return RetryPolicy(attempts=self.attempts, max_seconds=self.max_seconds)
+
+
 class ActorsConfig(_Strict):
     min: int = Field(1, ge=1, description="Embedding actors kept alive.")
     max: int = Field(1, ge=1, description="Embedding actors the pool may grow to under backlog.")

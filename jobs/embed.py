@@ -8,6 +8,7 @@ import os
 import sys
 
 from jobs.config import ConfigError, EmbedJobConfig, load_config
+from operators.parquet_source import SourceError
 from operators.table_lock import TableLockedError
 
 log = logging.getLogger("batch_embed")
@@ -97,8 +98,18 @@ def run_command(args: argparse.Namespace, schema: type, run_job) -> int:
     except TableLockedError as err:
         print(f"table locked:\n{err}", file=sys.stderr)
         return 3
+    except SourceError as err:  # storage unreachable past the retry budget, mid-run (Ray wraps it)
+        print(f"source error:\n{source_message(err)}", file=sys.stderr)
+        return 4
     print(summary.render())
-    return 0
+    return 5 if getattr(summary, "bad_shards", None) else 0
+
+
+def source_message(err: SourceError) -> str:
+    """The shard-naming message, without the Ray task traceback a remote error carries."""
+    text = str(err)
+    line = next((ln for ln in reversed(text.splitlines()) if "source shard" in ln), text)
+    return line[line.find("source shard"):].strip() if "source shard" in line else line.strip()
 
 
 if __name__ == "__main__":

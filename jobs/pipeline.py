@@ -82,7 +82,8 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
 
     cfg = plan.config
     src, eng = cfg.source, cfg.engine
-    source = ParquetShardSource(plan.fs, plan.shards, src.id_column, src.text_column, src.columns, done=plan.done)
+    source = ParquetShardSource(plan.fs, plan.shards, src.id_column, src.text_column, src.columns, done=plan.done,
+                                retry=src.retry.policy())
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
     embedder = EmbedderSpec(
         model=plan.model,
@@ -141,8 +142,12 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         return ray.remote(num_cpus=0)(TableIndex).remote(plan.sink.main_uri, plan.sink.storage_options,
                                                          plan.fragment_floor)
 
+    # A skipped shard's ids are not "missing from the source": deleting them would lose good rows.
+    deletes_skipped = (f"{len(plan.bad_shards)} shard(s) skipped" if plan.bad_shards and cfg.sync.delete_missing
+                       and cfg.sink.mode.value == "sync" else None)
+
     def final_deletes(registry):
-        if not cfg.sync.delete_missing:
+        if not cfg.sync.delete_missing or deletes_skipped:
             return None
         return missing_ids(plan.sink.main_uri, plan.sink.storage_options, plan.fragment_floor,
                            lambda hashes: ray.get(registry.seen.remote(hashes)))
@@ -189,6 +194,8 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         orphans_removed=orphans,
         actors=actors_report(cfg.engine, gpus, result.actor_timeline),
         upkeep=result.after,
+        bad_shards={b.path: b.reason for b in plan.bad_shards},
+        deletes_skipped=deletes_skipped,
     )
     accounted = summary.rows_written + summary.rows_rejected + summary.rows_unchanged + summary.rows_resumed
     if accounted != summary.rows_read:

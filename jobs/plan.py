@@ -8,6 +8,7 @@ any engine starts, with the setting's path in the message.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,16 +21,20 @@ from operators.engine import EngineSpec
 from operators.lance_sink import SinkSpec, main_schema, read_provenance, table_uri
 from operators.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
 from operators.parquet_source import (
+    BadShard,
     ShardInfo,
     SourceError,
     inspect_shards,
     list_shards,
-    require_columns_in,
+    shards_missing_columns,
     source_columns,
 )
 from operators.run_ledger import max_fragment_id, open_dataset, read_ledger
+from operators.shard_reads import RetryPolicy
 from operators.storage import lance_storage_options
 from operators.vectors import Provenance
+
+log = logging.getLogger("batch_embed")
 
 # Rough characters per token, only to size Ray batches near the token budget;
 # the embedder splits each batch by exact token counts.
@@ -72,6 +77,7 @@ class EmbedPlan(SourceRows):
     fragment_floor: int  # fragments with a higher id were written by this run
     resuming: bool = False
     done: prog.Progress = field(default_factory=dict)  # rows already committed by this run
+    bad_shards: list[BadShard] = field(default_factory=list)  # left out (source.on_bad_shard: skip)
 
     def engine_spec(self, gpus: float) -> EngineSpec:
         m = self.config.model
@@ -141,22 +147,40 @@ def rows_per_batch(plan_fs: Any, shard: ShardInfo, text_column: str, batch_token
 
 def input_shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]],
                  setting: str) -> tuple[Any, list[ShardInfo]]:
-    """List and inspect a job's Parquet input and check its (setting, column) pairs; errors as ConfigError."""
+    """List and inspect a job's Parquet input, every shard must be usable; errors as ConfigError."""
+    fs, shards, _ = scan_input(uri, storage_options, columns, setting, "fail")
+    return fs, shards
+
+
+def scan_input(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]], setting: str,
+               on_bad_shard: str, retry: RetryPolicy | None = None) -> tuple[Any, list[ShardInfo], list[BadShard]]:
+    """List and inspect a job's Parquet input and check its (setting, column) pairs.
+
+    Shards that are not Parquet, truncated or missing a column are `BadShard`s: with
+    `on_bad_shard: fail` (or when no shard is usable) they stop the job here, before anything
+    is committed; with `skip` they are left out, logged and reported in the summary."""
     try:
         fs, paths = list_shards(uri, storage_options, setting)
-        shards = inspect_shards(fs, paths)
-        require_columns_in(shards, columns)
+        shards, bad = inspect_shards(fs, paths, retry)
     except SourceError as err:
         raise ConfigError(str(err)) from None
     except (OSError, PermissionError) as err:
         raise ConfigError(f"{setting}: cannot list {uri}: {err}") from None
-    return fs, shards
+    bad += shards_missing_columns(shards, columns)
+    if bad and (on_bad_shard == "fail" or len(bad) == len(paths)):
+        why = "" if on_bad_shard == "fail" else f"\n{setting}: no usable shard left (all {len(paths)} are bad)"
+        raise ConfigError("\n".join(sorted(b.reason for b in bad)) + why)
+    skipped = {b.path for b in bad}
+    for b in bad:
+        log.warning("skipping %s (source.on_bad_shard: skip)", b.reason)
+    return fs, [s for s in shards if s.path not in skipped], sorted(bad, key=lambda b: b.path)
 
 
 def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     src, m, sink = cfg.source, cfg.model, cfg.sink
-    fs, shards = input_shards(src.uri, src.storage_options, source_columns(src.id_column, src.text_column, src.columns),
-                              "source.uri")
+    fs, shards, bad = scan_input(src.uri, src.storage_options,
+                                 source_columns(src.id_column, src.text_column, src.columns), "source.uri",
+                                 src.on_bad_shard.value, src.retry.policy())
 
     try:
         model = load_model_spec(m.name)
@@ -218,6 +242,7 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
         fragment_floor=resume[2] if resume else max_fragment_id(main_ds),
         resuming=resume is not None,
         done=resume[1] if resume else {},
+        bad_shards=bad,
     )
 
 

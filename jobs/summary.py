@@ -36,6 +36,8 @@ class RunSummary:
     summary_path: str | None = None
     rerank: Any = None  # the RerankSummary of the config's `rerank:` section, when it has one
     upkeep: Any = None  # the UpkeepReport, when upkeep ran after the commit
+    bad_shards: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped (on_bad_shard: skip)
+    deletes_skipped: str | None = None  # why sync.delete_missing did not delete this run
 
     @property
     def rows_per_s(self) -> float:
@@ -65,13 +67,16 @@ class RunSummary:
             f"rejected {self.rows_rejected:,}"
             + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
             f"sync           new {self.rows_new:,}  changed {self.rows_changed:,}  unchanged (skipped) "
-            f"{self.rows_unchanged:,}  deleted {self.rows_deleted:,}",
+            f"{self.rows_unchanged:,}  deleted {self.rows_deleted:,}"
+            + (f"  (no deletes: {self.deletes_skipped})" if self.deletes_skipped else ""),
             f"rejected       {reasons}  -> {self.rejected_table} (version {self.rejected_version})",
             f"tokens         {self.tokens:,}",
             f"time           {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   {self.tokens_per_s:,.0f} tokens/s",
             f"commits        {self.commits}",
             render_actors(self.actors),
         ]
+        for path, why in sorted(self.bad_shards.items()):
+            lines.append(f"SKIPPED SHARD  {path}: {why}")
         if self.summary_path:
             lines.append(f"summary        {self.summary_path}")
         if self.upkeep is not None:

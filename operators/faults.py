@@ -7,7 +7,8 @@
   kill this process, or another, from outside at a known moment.
 
 Points: `before_commit`, `mid_commit` (rejected table committed, vectors not),
-`after_commit` on the driver; `embed_batch` inside an embedding actor.
+`after_commit` on the driver; `embed_batch` inside an embedding actor; `read_shard`
+in a read task, before it opens its shard.
 """
 
 from __future__ import annotations

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from operators.parquet_source import ShardInfo, _as_text, _fs_path
+from operators.parquet_source import ShardInfo, _as_text, named_errors
 from operators.progress import count_in, in_ranges
+from operators.shard_reads import RetryPolicy, read_batches
 
 SCHEMA = pa.schema(
     [
@@ -148,22 +148,22 @@ class PairsSource(Datasource):
                 carry: pa.Table | None = None  # the last, maybe unfinished, group of the previous batch
                 carry_rows = np.empty(0, dtype=np.int64)
                 row = 0
-                with fs.open(_fs_path(fs, shard.path), "rb") as f:
-                    for batch in pq.ParquetFile(f).iter_batches(batch_size=block_rows, columns=cols.names):
-                        pairs = normalize_pairs(pa.Table.from_batches([batch]), cols)
-                        rows = np.arange(row, row + pairs.num_rows, dtype=np.int64)
-                        row += pairs.num_rows
-                        if skip:  # rows a killed attempt of this run already committed
-                            keep = ~in_ranges(rows, skip)
-                            pairs, rows = pairs.filter(pa.array(keep)), rows[keep]
-                        if carry is not None:
-                            pairs, rows = pa.concat_tables([carry, pairs]), np.concatenate([carry_rows, rows])
-                        if not pairs.num_rows:
-                            continue
-                        last = group_boundaries(pairs.column("query_id").to_pylist())[-1]
-                        carry, carry_rows = pairs.slice(last), rows[last:]
-                        if last:
-                            yield group_rows(pairs.slice(0, last), rows[:last], shard.path)
+                batches = read_batches(fs, shard.path, RetryPolicy(), columns=cols.names, batch_size=block_rows)
+                for batch in named_errors(batches):
+                    pairs = normalize_pairs(pa.Table.from_batches([batch]), cols)
+                    rows = np.arange(row, row + pairs.num_rows, dtype=np.int64)
+                    row += pairs.num_rows
+                    if skip:  # rows a killed attempt of this run already committed
+                        keep = ~in_ranges(rows, skip)
+                        pairs, rows = pairs.filter(pa.array(keep)), rows[keep]
+                    if carry is not None:
+                        pairs, rows = pa.concat_tables([carry, pairs]), np.concatenate([carry_rows, rows])
+                    if not pairs.num_rows:
+                        continue
+                    last = group_boundaries(pairs.column("query_id").to_pylist())[-1]
+                    carry, carry_rows = pairs.slice(last), rows[last:]
+                    if last:
+                        yield group_rows(pairs.slice(0, last), rows[:last], shard.path)
                 if carry is not None and carry.num_rows:
                     yield group_rows(carry, carry_rows, shard.path)
 

@@ -22,17 +22,26 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from operators import faults
 from operators.progress import count_in, in_ranges
+from operators.shard_reads import RetryPolicy, ShardReadError, read_batches, read_metadata
 
 STREAM_COLUMNS = ("id", "text", "source_shard", "source_row", "reject_reason")
 
 
 class SourceError(ValueError):
     """A problem with the source as a whole or with a named shard."""
+
+
+@dataclass(frozen=True)
+class BadShard:
+    """A shard the job cannot use (not Parquet, truncated, missing a column); `reason` names it."""
+
+    path: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -78,21 +87,27 @@ def list_shards(uri: str, storage_options: dict[str, Any], setting: str = "sourc
     return fs, [prefix + p if prefix and not p.startswith(prefix) else p for p in files]
 
 
-def inspect_shards(fs: Any, paths: list[str], threads: int = 16) -> list[ShardInfo]:
-    """Read every shard's footer (schema, row counts) in parallel; name the shard that fails."""
+def inspect_shards(fs: Any, paths: list[str], policy: RetryPolicy | None = None,
+                   threads: int = 16) -> tuple[list[ShardInfo], list[BadShard]]:
+    """Read every shard's footer (schema, row counts) in parallel.
 
-    def one(path: str) -> ShardInfo:
+    A file that is not Parquet (or is truncated: the footer is at the end) comes back as a BadShard;
+    storage that stays unreachable past the retry budget raises SourceError naming the shard."""
+    policy = policy or RetryPolicy()
+
+    def one(path: str) -> ShardInfo | BadShard:
         try:
-            with fs.open(_fs_path(fs, path), "rb") as f:
-                meta = pq.ParquetFile(f).metadata
-                schema = meta.schema.to_arrow_schema()
-        except Exception as err:  # noqa: BLE001 - any read/parse failure is reported with the shard's name
-            raise SourceError(f"source shard {path}: cannot be read as Parquet ({err})") from err
+            meta = read_metadata(fs, path, policy)
+        except ShardReadError as err:
+            if err.unreachable:
+                raise SourceError(str(err)) from err
+            return BadShard(path, str(err))
         rg = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        return ShardInfo(path=path, num_rows=meta.num_rows, row_group_rows=rg, schema=schema)
+        return ShardInfo(path=path, num_rows=meta.num_rows, row_group_rows=rg, schema=meta.schema.to_arrow_schema())
 
     with ThreadPoolExecutor(max_workers=min(threads, max(1, len(paths)))) as pool:
-        return list(pool.map(one, paths))
+        found = list(pool.map(one, paths))
+    return [s for s in found if isinstance(s, ShardInfo)], [s for s in found if isinstance(s, BadShard)]
 
 
 def source_columns(id_column: str, text_column: str, extra: list[str]) -> list[tuple[str, str]]:
@@ -102,19 +117,16 @@ def source_columns(id_column: str, text_column: str, extra: list[str]) -> list[t
     ]
 
 
-def check_columns(shards: list[ShardInfo], id_column: str, text_column: str, extra: list[str]) -> None:
-    """Fail before anything runs if a shard lacks a configured column of the embedding source."""
-    require_columns_in(shards, source_columns(id_column, text_column, extra))
-
-
-def require_columns_in(shards: list[ShardInfo], columns: list[tuple[str, str]]) -> None:
-    """(setting, column) pairs every shard must have; the error names the setting and the shard."""
-    for setting, col in columns:
-        for shard in shards:
+def shards_missing_columns(shards: list[ShardInfo], columns: list[tuple[str, str]]) -> list[BadShard]:
+    """The shards that lack one of the (setting, column) pairs, each with the first it lacks."""
+    bad = []
+    for shard in shards:
+        for setting, col in columns:
             if col not in shard.schema.names:
-                raise SourceError(
-                    f"{setting}: column {col!r} is missing from source shard {shard.path} (it has {shard.schema.names})"
-                )
+                bad.append(BadShard(shard.path, f"{setting}: column {col!r} is missing from source shard "
+                                                f"{shard.path} (it has {shard.schema.names})"))
+                break
+    return bad
 
 
 def output_schema(extra_fields: list[pa.Field]) -> pa.Schema:
@@ -194,6 +206,14 @@ def normalize_block(
     return pa.Table.from_arrays(columns, schema=output_schema(extra_fields))
 
 
+def named_errors(batches: Iterator[Any]) -> Iterator[Any]:
+    """Read errors as SourceError (one type the job reports and exits on), naming the shard."""
+    try:
+        yield from batches
+    except ShardReadError as err:
+        raise SourceError(str(err)) from None
+
+
 class ParquetShardSource(Datasource):
     """Read tasks over contiguous row-group ranges of each shard, so big shards read in parallel."""
 
@@ -207,6 +227,7 @@ class ParquetShardSource(Datasource):
         rows_per_block: int = 4096,
         rows_per_task: int = 200_000,
         done: dict[str, list[list[int]]] | None = None,
+        retry: RetryPolicy | None = None,
     ):
         self._fs = fs
         self._shards = shards
@@ -218,6 +239,7 @@ class ParquetShardSource(Datasource):
         self._rows_per_block = rows_per_block
         self._rows_per_task = rows_per_task
         self._done = done or {}
+        self._retry = retry or RetryPolicy()
 
     @property
     def schema(self) -> pa.Schema:
@@ -249,7 +271,7 @@ class ParquetShardSource(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
         fs, id_col, text_col = self._fs, self._id_column, self._text_column
-        extra_fields, block_rows, done = self._extra_fields, self._rows_per_block, self._done
+        extra_fields, block_rows, done, retry = self._extra_fields, self._rows_per_block, self._done, self._retry
         columns = list(dict.fromkeys([id_col, text_col, *[f.name for f in extra_fields]]))
         tasks = []
         for shard, groups, first_row in self._ranges():
@@ -258,18 +280,19 @@ class ParquetShardSource(Datasource):
             num_rows -= count_in(skip, first_row, first_row + num_rows)
 
             def read(shard=shard, groups=groups, first_row=first_row, skip=skip) -> Iterator[pa.Table]:
-                with fs.open(_fs_path(fs, shard.path), "rb") as f:
-                    pf = pq.ParquetFile(f)
-                    row = first_row
-                    for batch in pf.iter_batches(batch_size=block_rows, row_groups=groups, columns=columns):
-                        table = pa.Table.from_batches([batch])
-                        block = normalize_block(table, shard.path, row, id_col, text_col, extra_fields)
-                        row += table.num_rows
-                        if skip:  # rows a killed attempt of this run already committed
-                            keep = ~in_ranges(block.column("source_row").to_numpy(), skip)
-                            block = block.filter(pa.array(keep))
-                        if block.num_rows:
-                            yield block
+                faults.point("read_shard")
+                row = first_row
+                batches = read_batches(fs, shard.path, retry, columns=columns, batch_size=block_rows,
+                                       row_groups=groups)
+                for batch in named_errors(batches):
+                    table = pa.Table.from_batches([batch])
+                    block = normalize_block(table, shard.path, row, id_col, text_col, extra_fields)
+                    row += table.num_rows
+                    if skip:  # rows a killed attempt of this run already committed
+                        keep = ~in_ranges(block.column("source_row").to_numpy(), skip)
+                        block = block.filter(pa.array(keep))
+                    if block.num_rows:
+                        yield block
 
             meta = BlockMetadata(num_rows=num_rows, size_bytes=None, exec_stats=None, input_files=(shard.path,))
             tasks.append(ReadTask(read, meta, schema=self.schema))

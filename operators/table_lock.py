@@ -12,12 +12,15 @@ whose lease survived proceeds.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
 from typing import Any
+
+log = logging.getLogger("batch_embed")
 
 
 class TableLockedError(RuntimeError):
@@ -111,9 +114,13 @@ class TableLock:
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=10)
-        held = self._read()
-        if held and held.get("owner") == self.owner:
-            self.fs.rm(self.path)
+        try:
+            held = self._read()
+            if held and held.get("owner") == self.owner:
+                self.fs.rm(self.path)
+        except Exception as err:  # noqa: BLE001 - storage down: the lease is left, and is stale once we exit
+            log.warning("could not release the table lock %s (%s: %s); the next run takes it over",
+                        self.display, type(err).__name__, err)
 
     def _busy_message(self, held: dict[str, Any]) -> str:
         age = time.time() - float(held.get("heartbeat", time.time()))

@@ -13,18 +13,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
 
 from operators.run_ledger import open_dataset, read_ledger
 from tests.conftest import job_config, read_table, run_job, write_shards
 from tests.corpus import documents
+from tests.processes import finish, run_cli
 
 pytestmark = [pytest.mark.engine, pytest.mark.kill]
 
@@ -48,32 +47,6 @@ def settings(src, db, model, **sink) -> dict:
                      sink={"rows_per_fragment": 10, "commit_every_rows": 20, **sink})
     raw["engine"]["vllm"] = {"max_num_seqs": 16}
     return raw
-
-
-def run_cli(raw: dict, tmp: Path, kill_at: str | None = None, pause_at: str | None = None,
-            module: str = "jobs.embed") -> subprocess.Popen:
-    """Start the job as a user would, in its own process group; hooks: see operators/faults.py."""
-    cfg = tmp / "job.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    if kill_at:
-        env["BATCH_EMBED_KILL_AT"] = kill_at
-    if pause_at:
-        env["BATCH_EMBED_PAUSE_AT"] = pause_at
-        env["BATCH_EMBED_MARKER_DIR"] = str(tmp)
-    log = open(tmp / f"job-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", module, "--config", str(cfg)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 300) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    finally:
-        try:  # whatever the job left behind in its process group (its local Ray)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def table_state(db: str, options: dict | None = None) -> tuple[dict, set]:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from operators.id_registry import IdRegistry
 from operators.parquet_source import (
     SourceError,
-    check_columns,
     inspect_shards,
     list_shards,
     normalize_block,
+    shards_missing_columns,
+    source_columns,
 )
 from tests.conftest import write_shards
 
@@ -36,21 +41,55 @@ def test_missing_source_names_the_setting(tmp_path):
 def test_missing_column_names_column_and_shard(tmp_path):
     write_shards(tmp_path, [pa.table({"id": ["a"], "text": ["x"]}), pa.table({"id": ["b"], "body": ["y"]})])
     fs, files = list_shards(str(tmp_path), {})
-    shards = inspect_shards(fs, files)
-    assert [s.num_rows for s in shards] == [1, 1]
-    with pytest.raises(
-        SourceError, match=r"source.text_column: column 'text' is missing from source shard .*part-00001"
-    ):
-        check_columns(shards, "id", "text", [])
-    with pytest.raises(SourceError, match="source.columns: column 'lang' is missing"):
-        check_columns(shards[:1], "id", "text", ["lang"])
+    shards, bad = inspect_shards(fs, files)
+    assert [s.num_rows for s in shards] == [1, 1] and bad == []
+    [missing] = shards_missing_columns(shards, source_columns("id", "text", []))
+    assert missing.path.endswith("part-00001.parquet")
+    assert re.match(r"source.text_column: column 'text' is missing from source shard .*part-00001", missing.reason)
+    [missing] = shards_missing_columns(shards[:1], source_columns("id", "text", ["lang"]))
+    assert missing.reason.startswith("source.columns: column 'lang' is missing")
 
 
-def test_a_shard_that_is_not_parquet_is_named(tmp_path):
-    (tmp_path / "bad.parquet").write_bytes(b"this is not parquet")
-    fs, files = list_shards(str(tmp_path), {})
-    with pytest.raises(SourceError, match="source shard .*bad.parquet: cannot be read as Parquet"):
-        inspect_shards(fs, files)
+def bad_shard_folder(folder: Path) -> Path:
+    """Two good shards and one of each kind of bad one."""
+    write_shards(folder, [pa.table({"id": ["a", "b"], "text": ["x", "y"]}), pa.table({"id": ["c"], "text": ["z"]})])
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
+                   folder / "empty-rows.parquet")  # no rows: usable, contributes nothing
+    (folder / "zero-bytes.parquet").write_bytes(b"")
+    (folder / "not-parquet.parquet").write_bytes(b"id,text\na,hello\n")
+    whole = (folder / "part-00000.parquet").read_bytes()
+    (folder / "truncated.parquet").write_bytes(whole[: len(whole) // 2])
+    pq.write_table(pa.table({"id": ["d"], "body": ["no text column"]}), folder / "no-text.parquet")
+    return folder
+
+
+def test_bad_shards_are_named_with_why(tmp_path):
+    fs, files = list_shards(str(bad_shard_folder(tmp_path)), {})
+    shards, bad = inspect_shards(fs, files)
+    bad += shards_missing_columns(shards, source_columns("id", "text", []))
+    why = {b.path.rsplit("/", 1)[1]: b.reason for b in bad}
+    assert set(why) == {"zero-bytes.parquet", "not-parquet.parquet", "truncated.parquet", "no-text.parquet"}
+    for name in ("zero-bytes", "not-parquet", "truncated"):
+        assert re.match(rf"source shard .*{name}.parquet: cannot be read as Parquet \(", why[f"{name}.parquet"])
+    assert "column 'text' is missing" in why["no-text.parquet"]
+
+
+def test_scan_input_skips_or_fails_on_bad_shards(tmp_path):
+    from jobs.config import ConfigError
+    from jobs.plan import scan_input
+
+    folder = bad_shard_folder(tmp_path)
+    cols = source_columns("id", "text", [])
+    _, shards, bad = scan_input(str(folder), {}, cols, "source.uri", "skip")
+    assert sorted(s.path.rsplit("/", 1)[1] for s in shards) == ["empty-rows.parquet", "part-00000.parquet",
+                                                                  "part-00001.parquet"]
+    assert len(bad) == 4
+    with pytest.raises(ConfigError) as err:
+        scan_input(str(folder), {}, cols, "source.uri", "fail")
+    assert len(str(err.value).splitlines()) == 4 and "truncated.parquet" in str(err.value)
+    # nothing usable at all is an error even when skipping
+    with pytest.raises(ConfigError, match="no usable shard left"):
+        scan_input(str(folder / "not-parquet.parquet"), {}, cols, "source.uri", "skip")
 
 
 def _norm(table, extra=()):

@@ -128,7 +128,7 @@ def test_sync_refuses_another_model_setting(tiny_qwen3, ray_session, tmp_path):
 def test_killed_sync_run_resumes_to_the_same_table(tiny_qwen3, ray_session, tmp_path):
     import signal
 
-    from tests.test_resume import finish, run_cli
+    from tests.processes import finish, run_cli
 
     raw1 = sync_config(write_shards(tmp_path / "day1", shards(DAY1)), tmp_path / "db", tiny_qwen3, {})
     run_job(raw1)

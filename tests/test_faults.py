@@ -1,0 +1,182 @@
+"""Faults with real processes: the S3 endpoint stops and restarts, bad shards, huge and tiny inputs.
+
+Every test accounts for every source row: in the table exactly once, in the
+rejected table, or in a shard the job named as skipped. The S3 endpoint is a
+moto server in this test process; stopping it refuses connections like a dead
+endpoint, and a new server on the same port sees the same buckets (moto keeps
+its state per process), like an endpoint coming back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from operators.run_ledger import open_dataset, read_ledger
+from tests.conftest import job_config, read_table
+from tests.corpus import documents
+from tests.processes import finish, run_cli
+
+pytestmark = [pytest.mark.faults, pytest.mark.engine]
+
+ROWS = documents(160)
+
+
+class RestartableS3:
+    """A moto S3 server on a fixed loopback port that can be stopped and started again."""
+
+    def __init__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = None
+        self.start()
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@pytest.fixture
+def s3(tmp_path):
+    server = RestartableS3()
+    yield server
+    server.stop()
+
+
+def upload_corpus(s3: RestartableS3, tmp: Path) -> tuple[str, dict]:
+    """Two shards of 80 rows in row groups of 16 (so a read task reads several times); returns bucket, options."""
+    import s3fs
+
+    local = tmp / "src"
+    local.mkdir()
+    for i in range(2):
+        part = ROWS[i * 80:(i + 1) * 80]
+        pq.write_table(pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part]}),
+                       local / f"part-{i:05d}.parquet", row_group_size=16)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3.endpoint})
+    bucket = f"faults-{time.monotonic_ns()}"
+    fs.mkdir(bucket)
+    for f in sorted(local.iterdir()):
+        fs.put(str(f), f"{bucket}/src/{f.name}")
+    return bucket, {"endpoint_url": s3.endpoint}
+
+
+def s3_settings(bucket: str, opts: dict, model: Path, retry: dict, lance_retry: dict | None = None) -> dict:
+    raw = job_config(f"s3://{bucket}/src/", f"s3://{bucket}/db", model, engine={"batch_tokens": 512},
+                     sink={"rows_per_fragment": 10, "commit_every_rows": 20})
+    raw["source"].update(storage_options=opts, retry=retry)
+    raw["sink"]["storage_options"] = {**opts, **(lance_retry or {})}
+    raw["engine"]["vllm"] = {"max_num_seqs": 16}
+    return raw
+
+
+def lance_options(s3: RestartableS3) -> dict:
+    return {"aws_endpoint": s3.endpoint, "allow_http": "true", "aws_region": "us-east-1"}
+
+
+def assert_exactly_once(bucket: str, s3: RestartableS3, n: int = 160) -> None:
+    ids = read_table(f"s3://{bucket}/db", "docs", lance_options(s3))["id"].to_pylist()
+    assert len(ids) == len(set(ids)), "an id was committed twice"
+    assert set(ids) == {r[0] for r in ROWS[:n]}, "a row was lost"
+
+
+def wait_for(marker_glob: str, folder: Path, proc, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while not (found := sorted(folder.glob(marker_glob))):
+        assert proc.poll() is None, f"job ended early:\n{proc.log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{marker_glob} never reached"
+        time.sleep(0.05)
+    return found[0]
+
+
+# Read tasks sleep before opening their shard, so the endpoint can be stopped while their reads are due.
+# (Mid-file failures are tests/test_shard_reads.py's: s3fs reads these small files in one request.)
+READ_PAUSE = "read_shard:1:3"
+# Lance's object store retries 10 times over 180 s by default; the tests that keep S3 down shorten that.
+SHORT_LANCE_RETRY = {"client_max_retries": "2", "client_retry_timeout": "5"}
+
+
+def test_s3_down_mid_read_and_back_the_run_completes(s3, tiny_qwen3, tmp_path):
+    bucket, opts = upload_corpus(s3, tmp_path)
+    raw = s3_settings(bucket, opts, tiny_qwen3, retry={"attempts": 30, "max_seconds": 120})
+    proc = run_cli(raw, tmp_path, pause_at=READ_PAUSE)
+    wait_for("read_shard-*", tmp_path, proc)
+    s3.stop()
+    time.sleep(12)  # longer than s3fs's and botocore's own retries (~6 s)
+    s3.start()
+    assert finish(proc) == 0, proc.log_path.read_text()[-3000:]
+    log = proc.log_path.read_text()
+    assert "storage unreachable" not in log
+    assert "retry 1/29" in log, "the outage never reached a reader"  # the job's own backoff did the work
+    assert_exactly_once(bucket, s3)
+
+
+def test_s3_down_past_the_retry_budget_names_the_shard_and_a_rerun_resumes(s3, tiny_qwen3, tmp_path):
+    bucket, opts = upload_corpus(s3, tmp_path)
+    raw = s3_settings(bucket, opts, tiny_qwen3, retry={"attempts": 3, "max_seconds": 5}, lance_retry=SHORT_LANCE_RETRY)
+    proc = run_cli(raw, tmp_path, pause_at=READ_PAUSE)
+    wait_for("read_shard-*", tmp_path, proc)
+    s3.stop()
+    code = finish(proc)
+    log = proc.log_path.read_text()
+    s3.start()
+    # Nothing was read yet, so a reader gives up first: exit 4, and the last words name its shard.
+    assert code == 4, log[-3000:]
+    assert re.search(rf"source error:\nsource shard s3://{bucket}/src/part-0000[01].parquet: storage unreachable "
+                     r"after \d+ tries", log), log[-3000:]
+    assert "re-running the same command resumes" in log, log[-3000:]
+    again = run_cli(raw, tmp_path)
+    assert finish(again) == 0, again.log_path.read_text()[-3000:]
+    assert_exactly_once(bucket, s3)
+
+
+def test_driver_killed_while_s3_is_down_resumes(s3, tiny_qwen3, tmp_path):
+    bucket, opts = upload_corpus(s3, tmp_path)
+    raw = s3_settings(bucket, opts, tiny_qwen3, retry={"attempts": 30, "max_seconds": 120})
+    proc = run_cli(raw, tmp_path, pause_at=READ_PAUSE)
+    wait_for("read_shard-*", tmp_path, proc)
+    s3.stop()
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    finish(proc)
+    s3.start()
+    again = run_cli(raw, tmp_path)
+    assert finish(again) == 0, again.log_path.read_text()[-3000:]
+    assert_exactly_once(bucket, s3)
+
+
+def test_s3_down_mid_commit_keeps_the_last_good_version(s3, tiny_qwen3, tmp_path):
+    bucket, opts = upload_corpus(s3, tmp_path)
+    raw = s3_settings(bucket, opts, tiny_qwen3, retry={"attempts": 3, "max_seconds": 5}, lance_retry=SHORT_LANCE_RETRY)
+    proc = run_cli(raw, tmp_path, pause_at="before_commit:2:3")  # the driver, just before its 2nd commit
+    wait_for("before_commit-*", tmp_path, proc)
+    good = open_dataset(f"s3://{bucket}/db/docs.lance", lance_options(s3))
+    good_version, good_rows = good.version, good.count_rows()
+    s3.stop()
+    code = finish(proc)
+    s3.start()
+    assert code != 0
+    after = open_dataset(f"s3://{bucket}/db/docs.lance", lance_options(s3))
+    assert (after.version, after.count_rows()) == (good_version, good_rows)
+    ledger = read_ledger(after)
+    assert ledger is not None and not ledger.complete
+    again = run_cli(raw, tmp_path)
+    assert finish(again) == 0, again.log_path.read_text()[-3000:]
+    assert_exactly_once(bucket, s3)
