@@ -104,6 +104,8 @@ def test_missing_text_column_fails_before_anything_runs(tiny_qwen3, tmp_path):
     )
     with pytest.raises(
         ConfigError, match=r"source.text_column: column 'text' is missing from source shard .*part-00001"
-    ):
-        run_job(job_config(src, tmp_path / "db", tiny_qwen3))
+    ):  # (the default, on_bad_shard: skip, runs shard 0 alone: tests/test_faults.py)
+        run_job(job_config(src, tmp_path / "db", tiny_qwen3, source={"on_bad_shard": "fail"}))
+    with pytest.raises(ConfigError, match=r"source.text_column: column 'text' is missing.*\n.*no usable shard left"):
+        run_job(job_config(src / "part-00001.parquet", tmp_path / "db", tiny_qwen3))
     assert not (tmp_path / "db").exists()

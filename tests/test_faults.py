@@ -9,6 +9,7 @@ its state per process), like an endpoint coming back.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -180,3 +181,71 @@ def test_s3_down_mid_commit_keeps_the_last_good_version(s3, tiny_qwen3, tmp_path
     again = run_cli(raw, tmp_path)
     assert finish(again) == 0, again.log_path.read_text()[-3000:]
     assert_exactly_once(bucket, s3)
+
+
+def run_main(raw: dict, tmp: Path, capsys) -> tuple[int, str]:
+    """`batch-embed embed --config FILE` in this process (the session's Ray): exit code and what it printed."""
+    import yaml
+
+    from jobs.embed import main
+
+    cfg = tmp / f"job-{time.monotonic_ns()}.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    code = main(["--config", str(cfg)])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def good_and_bad_shards(folder: Path) -> Path:
+    """Shards 0-1 good (80 rows), then one of each kind of bad shard and an empty one."""
+    from tests.test_source_and_registry import bad_shard_folder
+
+    bad_shard_folder(folder)  # writes part-00000 (2 rows) and part-00001 (1 row) and the bad ones
+    for i in range(2):
+        part = ROWS[i * 40:(i + 1) * 40]
+        pq.write_table(pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part]}),
+                       folder / f"part-{i:05d}.parquet", row_group_size=16)
+    return folder
+
+
+BAD = {"zero-bytes.parquet", "not-parquet.parquet", "truncated.parquet", "no-text.parquet"}
+
+
+def test_bad_shards_are_skipped_by_name_and_the_rest_completes(tiny_qwen3, ray_session, tmp_path, capsys):
+    src = good_and_bad_shards(tmp_path / "src")
+    code, out = run_main(job_config(src, tmp_path / "db", tiny_qwen3), tmp_path, capsys)
+    assert code == 5, out[-3000:]
+    for name in BAD:
+        assert re.search(rf"SKIPPED SHARD  \S+/{name}: ", out), out[-3000:]
+    summary = json.loads(sorted((tmp_path / "db" / "_runs").glob("*.json"))[-1].read_text())
+    assert {Path(p).name for p in summary["bad_shards"]} == BAD
+    assert summary["rows_read"] == summary["rows_written"] == 80 and summary["shards"] == 3
+    ids = read_table(str(tmp_path / "db"), "docs")["id"].to_pylist()
+    assert sorted(ids) == sorted(r[0] for r in ROWS[:80])
+
+
+def test_on_bad_shard_fail_stops_before_anything_is_committed(tiny_qwen3, ray_session, tmp_path, capsys):
+    src = good_and_bad_shards(tmp_path / "src")
+    raw = job_config(src, tmp_path / "db", tiny_qwen3, source={"on_bad_shard": "fail"})
+    code, out = run_main(raw, tmp_path, capsys)
+    assert code == 2, out[-3000:]
+    for name in BAD:
+        assert f"/{name}" in out
+    assert not (tmp_path / "db").exists()
+
+
+def test_a_skipped_shard_never_deletes_its_rows_from_a_synced_table(tiny_qwen3, ray_session, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        part = ROWS[i * 40:(i + 1) * 40]
+        pq.write_table(pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part]}), src / f"part-{i}.parquet")
+    raw = job_config(src, tmp_path / "db", tiny_qwen3, sink={"mode": "sync"}, sync={"delete_missing": True})
+    assert run_main(raw, tmp_path, capsys)[0] == 0
+    # the night after, shard 1 arrives truncated: its 40 rows must stay in the table
+    whole = (src / "part-1.parquet").read_bytes()
+    (src / "part-1.parquet").write_bytes(whole[: len(whole) // 2])
+    code, out = run_main(raw, tmp_path, capsys)
+    assert code == 5 and "no deletes: 1 shard(s) skipped" in out, out[-3000:]
+    ids = read_table(str(tmp_path / "db"), "docs")["id"].to_pylist()
+    assert sorted(ids) == sorted(r[0] for r in ROWS[:80])
