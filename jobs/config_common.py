@@ -176,6 +176,11 @@ def parse_config(raw: dict[str, Any], schema: type[BaseModel]) -> Any:
 
 def load_config(path: str | Path | None, overrides: list[str] | None, schema: type[BaseModel]) -> Any:
     """Read YAML (if a path is given), apply `--set` overrides, and validate as `schema`."""
+    return parse_config(read_raw_config(path, overrides), schema)
+
+
+def read_raw_config(path: str | Path | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The YAML (if a path is given) with the `--set` overrides applied, not yet validated."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -188,7 +193,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None, schema: ty
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"--config: {p} must hold a mapping of sections (model, engine, sink, run...)")
         raw = loaded or {}
-    return parse_config(apply_overrides(raw, overrides or []), schema)
+    return apply_overrides(raw, overrides or [])
 
 
 class UpkeepWhen(str, Enum):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
-from jobs.config import ConfigError, EmbedJobConfig, load_config
+from jobs import redaction
+from jobs.config import ConfigError, EmbedJobConfig
+from jobs.config_common import parse_config, read_raw_config
 from operators.parquet_source import SourceError
 from operators.table_lock import TableLockedError
 
@@ -34,8 +37,14 @@ def init_ray(address: str | None) -> None:
         return
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+        return
+    # Ray swaps 127.0.0.1 for the machine's routable IP (services.resolve_ip_for_localhost) unless it
+    # believes clusters are off (its Windows/macOS mode); then every Ray server and agent listens on
+    # loopback only. tests/test_security.py checks the listening sockets.
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
 
 
 def in_rerank_section(err: ConfigError) -> ConfigError:
@@ -89,9 +98,15 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace, schema: type, run_job) -> int:
     """Every job's command: load and validate the config, run, print the summary; exit 2 / 3 on errors."""
+    redaction.guard_std_streams()  # before logging keeps a reference to stderr
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        summary = run_job(load_config(args.config, args.overrides, schema))
+        raw = read_raw_config(args.config, args.overrides)
+        redaction.register_from(raw)
+        cfg = parse_config(raw, schema)
+        # The effective config (defaults filled in), credentials masked: what ran, in the night's log.
+        log.info("config %s: %s", args.config, json.dumps(redaction.masked(cfg.model_dump(mode="json"))))
+        summary = run_job(cfg)
     except ConfigError as err:
         print(f"config error:\n{err}", file=sys.stderr)
         return 2

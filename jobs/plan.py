@@ -30,7 +30,7 @@ from operators.parquet_source import (
     source_columns,
 )
 from operators.run_ledger import max_fragment_id, open_dataset, read_ledger
-from operators.shard_reads import RetryPolicy
+from operators.shard_reads import RetryPolicy, is_transient
 from operators.storage import lance_storage_options
 from operators.vectors import Provenance
 
@@ -164,8 +164,10 @@ def scan_input(uri: str, storage_options: dict[str, Any], columns: list[tuple[st
         shards, bad = inspect_shards(fs, paths, retry)
     except SourceError as err:
         raise ConfigError(str(err)) from None
-    except (OSError, PermissionError) as err:
-        raise ConfigError(f"{setting}: cannot list {uri}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - botocore's connection errors are not OSErrors
+        if not isinstance(err, OSError) and not is_transient(err):
+            raise
+        raise ConfigError(f"{setting}: cannot list {uri}: {type(err).__name__}: {err}") from None
     bad += shards_missing_columns(shards, columns)
     if bad and (on_bad_shard == "fail" or len(bad) == len(paths)):
         why = "" if on_bad_shard == "fail" else f"\n{setting}: no usable shard left (all {len(paths)} are bad)"

@@ -172,5 +172,7 @@ def write_summary(summary: RunSummary | RerankSummary, path: str, storage_option
     """Write the JSON next to the table (local folder or object store)."""
     import fsspec
 
+    from jobs.redaction import redact
+
     with fsspec.open(path, "w", **storage_options) as f:
-        f.write(summary.to_json())
+        f.write(redact(summary.to_json()))

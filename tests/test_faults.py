@@ -249,3 +249,56 @@ def test_a_skipped_shard_never_deletes_its_rows_from_a_synced_table(tiny_qwen3, 
     assert code == 5 and "no deletes: 1 shard(s) skipped" in out, out[-3000:]
     ids = read_table(str(tmp_path / "db"), "docs")["id"].to_pylist()
     assert sorted(ids) == sorted(r[0] for r in ROWS[:80])
+
+
+def run_watching_memory(raw: dict, tmp: Path, timeout: float = 900) -> tuple[int, float, str]:
+    """Run the job's CLI; exit code, the driver's peak RSS in MiB (sampled), and its output."""
+    import psutil
+
+    proc = run_cli(raw, tmp)
+    driver, peak = psutil.Process(proc.pid), 0
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            peak = max(peak, driver.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    return finish(proc, timeout=5), peak / 2**20, proc.log_path.read_text()
+
+
+def test_a_50_mb_text_is_cut_and_embedded_in_bounded_memory(tiny_qwen3, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    huge = "lorem ipsum dolor sit amet " * (2 * 1024 * 1024)  # 54 MB
+    part = ROWS[:20]
+    pq.write_table(pa.table({"id": ["huge"] + [r[0] for r in part], "text": [huge] + [r[1] for r in part]}),
+                   src / "part-0.parquet")
+    code, peak_mib, out = run_watching_memory(job_config(src, tmp_path / "db", tiny_qwen3), tmp_path)
+    assert code == 0, out[-3000:]
+    table = read_table(str(tmp_path / "db"), "docs").to_pylist()
+    assert len(table) == 21
+    row = next(r for r in table if r["id"] == "huge")
+    assert row["truncated"] and row["n_tokens"] == 512  # the tiny model's max_position_embeddings
+    assert peak_mib < 1500, f"driver peaked at {peak_mib:.0f} MiB"
+
+
+def test_a_million_tiny_rows_complete_with_a_flat_driver(tiny_qwen3, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    n, shards = 1_000_000, 4
+    for s in range(shards):
+        ids = [f"r{i:07d}" for i in range(s, n, shards)]
+        pq.write_table(pa.table({"id": ids, "text": [f"t {i}" for i in ids]}), src / f"part-{s}.parquet",
+                       row_group_size=50_000)
+    raw = job_config(src, tmp_path / "db", tiny_qwen3, engine={"batch_tokens": 8192},
+                     sink={"commit_every_rows": 200_000, "rows_per_fragment": 50_000})
+    code, peak_mib, out = run_watching_memory(raw, tmp_path, timeout=1500)
+    assert code == 0, out[-3000:]
+    summary = json.loads(sorted((tmp_path / "db" / "_runs").glob("*.json"))[-1].read_text())
+    assert summary["rows_written"] == n and summary["rows_rejected"] == 0
+    import lance
+
+    ds = lance.dataset(str(tmp_path / "db" / "docs.lance"))
+    assert ds.count_rows() == n
+    assert peak_mib < 1500, f"driver peaked at {peak_mib:.0f} MiB"
