@@ -114,13 +114,22 @@ READ_PAUSE = "read_shard:1:3"
 SHORT_LANCE_RETRY = {"client_max_retries": "2", "client_retry_timeout": "5"}
 
 
-def test_s3_down_mid_read_and_back_the_run_completes(s3, tiny_qwen3, tmp_path):
-    bucket, opts = upload_corpus(s3, tmp_path)
-    raw = s3_settings(bucket, opts, tiny_qwen3, retry={"attempts": 30, "max_seconds": 120})
-    proc = run_cli(raw, tmp_path, pause_at=READ_PAUSE)
-    wait_for("read_shard-*", tmp_path, proc)
+def stop_s3_while_reads_are_due(s3: RestartableS3, tmp: Path, model: Path, retry: dict,
+                                lance_retry: dict | None = None):
+    """Start the job on the S3 corpus and stop the endpoint once its readers are about to open their shards."""
+    bucket, opts = upload_corpus(s3, tmp)
+    raw = s3_settings(bucket, opts, model, retry=retry, lance_retry=lance_retry)
+    proc = run_cli(raw, tmp, pause_at=READ_PAUSE)
+    wait_for("read_shard-*", tmp, proc)
     s3.stop()
-    time.sleep(12)  # longer than s3fs's and botocore's own retries (~6 s)
+    return bucket, raw, proc
+
+
+def test_s3_down_mid_read_and_back_the_run_completes(s3, tiny_qwen3, tmp_path):
+    bucket, _, proc = stop_s3_while_reads_are_due(s3, tmp_path, tiny_qwen3, {"attempts": 30, "max_seconds": 120})
+    # Longer than botocore's own connection retries (5 tries, jittered backoff: up to ~15 s), so the
+    # job's retry is what rides the outage out (asserted below).
+    time.sleep(30)
     s3.start()
     assert finish(proc) == 0, proc.log_path.read_text()[-3000:]
     log = proc.log_path.read_text()
@@ -130,11 +139,8 @@ def test_s3_down_mid_read_and_back_the_run_completes(s3, tiny_qwen3, tmp_path):
 
 
 def test_s3_down_past_the_retry_budget_names_the_shard_and_a_rerun_resumes(s3, tiny_qwen3, tmp_path):
-    bucket, opts = upload_corpus(s3, tmp_path)
-    raw = s3_settings(bucket, opts, tiny_qwen3, retry={"attempts": 3, "max_seconds": 5}, lance_retry=SHORT_LANCE_RETRY)
-    proc = run_cli(raw, tmp_path, pause_at=READ_PAUSE)
-    wait_for("read_shard-*", tmp_path, proc)
-    s3.stop()
+    bucket, raw, proc = stop_s3_while_reads_are_due(s3, tmp_path, tiny_qwen3, {"attempts": 3, "max_seconds": 5},
+                                                    SHORT_LANCE_RETRY)
     code = finish(proc)
     log = proc.log_path.read_text()
     s3.start()
@@ -149,11 +155,7 @@ def test_s3_down_past_the_retry_budget_names_the_shard_and_a_rerun_resumes(s3, t
 
 
 def test_driver_killed_while_s3_is_down_resumes(s3, tiny_qwen3, tmp_path):
-    bucket, opts = upload_corpus(s3, tmp_path)
-    raw = s3_settings(bucket, opts, tiny_qwen3, retry={"attempts": 30, "max_seconds": 120})
-    proc = run_cli(raw, tmp_path, pause_at=READ_PAUSE)
-    wait_for("read_shard-*", tmp_path, proc)
-    s3.stop()
+    bucket, raw, proc = stop_s3_while_reads_are_due(s3, tmp_path, tiny_qwen3, {"attempts": 30, "max_seconds": 120})
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)
     finish(proc)
