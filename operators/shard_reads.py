@@ -123,7 +123,5 @@ def read_batches(fs: Any, path: str, policy: RetryPolicy, *, columns: list[str],
                         yielded = seen
                         yield batch
             return
-        except GeneratorExit:
-            raise
-        except Exception as err:  # noqa: BLE001 - classified in _after_failure
+        except Exception as err:  # noqa: BLE001 - classified in _after_failure (GeneratorExit is not an Exception)
             failures, first_failure = _after_failure(path, policy, err, failures, first_failure)
