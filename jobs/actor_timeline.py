@@ -43,7 +43,7 @@ class ActorTimeline:
         self.points: dict[str, list[list[float]]] = {u: [] for u in self._names.values()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = 0.0
+        self.t0 = 0.0
 
     def sample(self) -> None:
         import ray
@@ -53,7 +53,7 @@ class ActorTimeline:
         except Exception as err:  # noqa: BLE001 - a monitor must never fail the run
             log.debug("actor table unreadable: %s", err)
             return
-        now = round(time.monotonic() - self._t0, 1)
+        now = round(time.monotonic() - self.t0, 1)
         for cls, n in count_alive(table.values(), self._names).items():
             series = self.points[self._names[cls]]
             if not series or series[-1][1] != n:
@@ -64,7 +64,7 @@ class ActorTimeline:
             self.sample()
 
     def __enter__(self) -> ActorTimeline:
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="actor-timeline", daemon=True)
         self._thread.start()
         return self

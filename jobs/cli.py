@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from jobs import bench, demo_corpus, embed, maintain, mine, rerank, submit
+from jobs import eval as eval_job
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=module.__doc__)
         embed.add_arguments(p)
         p.set_defaults(func=module.run_from_args)
+    p = sub.add_parser("eval", help="retrieval quality of a table on judged queries, per Matryoshka size",
+                       description=eval_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    eval_job.add_arguments(p)
+    p.set_defaults(func=eval_job.run_from_args)
     p = sub.add_parser("demo-corpus", help="write the offline demo corpus", description=demo_corpus.__doc__)
     demo_corpus.add_arguments(p)
     p.set_defaults(func=demo_corpus.run_from_args)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from jobs.actor_timeline import ActorTimeline
+from jobs.throughput_timeline import ThroughputTimeline
 from operators import progress as prog
 from operators.id_registry import IdRegistry
 from operators.lance_committer import LanceCommitter
@@ -83,6 +84,7 @@ class RunResult:
     seconds: float
     after: Any = None  # what `after_commit` returned
     actor_timeline: dict[str, list[list[float]]] | None = None  # {pool: [[seconds, alive actors], ...]}
+    throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...] (cumulative)
 
 
 def seed_registry(run: TableRun, registry: Any) -> int:
@@ -154,12 +156,16 @@ def run_committed(
             timeline = ActorTimeline(run.engine_pools)
             try:
                 with timeline:
+                    throughput = ThroughputTimeline(t0=timeline.t0)
                     for batch in build(registry, index).iter_batches(batch_size=None, batch_format="pyarrow"):
                         for report in batch.to_pylist():
                             committer.add(report)
-                            bar.update(source_rows_of(report))
+                            rows = source_rows_of(report)
+                            bar.update(rows)
+                            throughput.add(rows, report["tokens"] if report["table"] != "unchanged" else 0)
                         committer.maybe_commit()
                 committer.finish(final_deletes(registry) if final_deletes is not None else None)
+                throughput.close()
             finally:
                 bar.close()
             # Files of killed attempts and of retried writer tasks were never committed;
@@ -181,4 +187,4 @@ def run_committed(
     finally:
         lock.release()
     return RunResult(committer=committer, orphans_removed=orphans, seconds=seconds, after=after,
-                     actor_timeline=timeline.points)
+                     actor_timeline=timeline.points, throughput=throughput.points)

@@ -193,6 +193,7 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         run_id=plan.run_id,
         orphans_removed=orphans,
         actors=actors_report(cfg.engine, gpus, result.actor_timeline),
+        throughput=result.throughput,
         upkeep=result.after,
         bad_shards={b.path: b.reason for b in plan.bad_shards},
         deletes_skipped=deletes_skipped,

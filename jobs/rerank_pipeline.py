@@ -88,6 +88,7 @@ def run_pipeline(plan: RerankPlan) -> RerankSummary:
         rejected_by_reason=dict(c.reasons), tokens=c.tokens, seconds=result.seconds, commits=c.commits,
         run_id=plan.run_id, orphans_removed=result.orphans_removed,
         actors=actors_report(cfg.engine, gpus, result.actor_timeline),
+        throughput=result.throughput,
     )
     # Every source row is in exactly one place: committed by this attempt (either table),
     # skipped as already reranked, or committed by an earlier attempt of this run.

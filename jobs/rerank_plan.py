@@ -121,27 +121,30 @@ def reranker_spec(m: RerankModelConfig, model: ModelSpec, max_tokens: int, engin
                         batch_tokens=engine.batch_tokens)
 
 
-def open_candidates(table: str, db_uri: str, text_column: str, query_instruction: str | None,
-                    storage_options: dict[str, Any], top_k: int,
-                    dtype: str) -> tuple[QueryEmbedding, RetrievalSpec, Any]:
-    """The candidates table, and how queries must be embedded to search it (its own recorded provenance)."""
+def open_candidates(table: str, db_uri: str, text_column: str | None, query_instruction: str | None,
+                    storage_options: dict[str, Any], top_k: int, dtype: str,
+                    section: str = "candidates") -> tuple[QueryEmbedding, RetrievalSpec, Any]:
+    """The candidates table, and how queries must be embedded to search it (its own recorded provenance).
+
+    `text_column`: None when the documents' text is not needed; `section`: the config section
+    errors name (`<section>.table`, `<section>.text_column`)."""
     uri = table_uri(db_uri, table)
     options = lance_storage_options(storage_options)
     ds = open_dataset(uri, options)
     if ds is None:
-        raise ConfigError(f"candidates.table: no table {table!r} at {db_uri}")
+        raise ConfigError(f"{section}.table: no table {table!r} at {db_uri}")
     prov = read_provenance(ds.schema)
     if prov is None:
-        raise ConfigError(f"candidates.table: {uri} was not written by batch-embed embed (no provenance metadata), "
+        raise ConfigError(f"{section}.table: {uri} was not written by batch-embed embed (no provenance metadata), "
                           "so the model to embed the queries with is unknown")
-    if text_column not in ds.schema.names:
-        raise ConfigError(f"candidates.text_column: table {table!r} has no column {text_column!r} (it has "
+    if text_column is not None and text_column not in ds.schema.names:
+        raise ConfigError(f"{section}.text_column: table {table!r} has no column {text_column!r} (it has "
                           f"{ds.schema.names}); embed it with source.columns: [<the text column>] so the documents "
                           "can be read back")
     try:
         model = load_model_spec(prov["model"])
     except ModelNotFoundError as err:
-        raise ConfigError(f"candidates.table: the table was embedded with {err}") from None
+        raise ConfigError(f"{section}.table: the table was embedded with {err}") from None
     if query_instruction is not None:
         instruction = query_instruction
     elif prov.get("input_type") == "query":
@@ -150,7 +153,7 @@ def open_candidates(table: str, db_uri: str, text_column: str, query_instruction
         instruction = DEFAULT_QUERY_INSTRUCTION if model.appends_end_token else ""
     emb = QueryEmbedding(model=model, instruction=instruction, dimensions=int(prov["dimensions"]),
                          max_tokens=int(prov["max_tokens"]), dtype=dtype)
-    retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=top_k, text_column=text_column,
+    retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=top_k, text_column=text_column or "",
                               storage_options=options)
     return emb, retrieval, ds
 

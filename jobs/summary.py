@@ -38,6 +38,8 @@ class RunSummary:
     upkeep: Any = None  # the UpkeepReport, when upkeep ran after the commit
     bad_shards: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped (on_bad_shard: skip)
     deletes_skipped: str | None = None  # why sync.delete_missing did not delete this run
+    throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...] for the report
+    report_path: str | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -52,6 +54,7 @@ class RunSummary:
         d["rows_per_s"] = round(self.rows_per_s, 2)
         d["tokens_per_s"] = round(self.tokens_per_s, 2)
         d["seconds"] = round(self.seconds, 3)
+        d["kind"] = "embed"
         return d
 
     def to_json(self) -> str:
@@ -79,6 +82,8 @@ class RunSummary:
             lines.append(f"SKIPPED SHARD  {path}: {why}")
         if self.summary_path:
             lines.append(f"summary        {self.summary_path}")
+        if self.report_path:
+            lines.append(f"report         {self.report_path}")
         if self.upkeep is not None:
             lines.append(self.upkeep.render())
         if self.rerank is not None:
@@ -112,6 +117,8 @@ class RerankSummary:
     orphans_removed: int = 0
     actors: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
+    throughput: list[list[float]] | None = None
+    report_path: str | None = None
 
     @property
     def pairs_per_s(self) -> float:
@@ -124,7 +131,7 @@ class RerankSummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(pairs_per_s=round(self.pairs_per_s, 2), tokens_per_s=round(self.tokens_per_s, 2),
-                 seconds=round(self.seconds, 3))
+                 seconds=round(self.seconds, 3), kind="rerank")
         return d
 
     def to_json(self) -> str:
@@ -150,6 +157,8 @@ class RerankSummary:
         ]
         if self.summary_path:
             lines.append(f"summary        {self.summary_path}")
+        if self.report_path:
+            lines.append(f"report         {self.report_path}")
         return "\n".join(lines)
 
 
@@ -168,11 +177,19 @@ def render_actors(actors: dict[str, Any]) -> str:
     return "actors         " + ("; ".join(pools) or f"min {actors.get('min')} max {actors.get('max')}")
 
 
-def write_summary(summary: RunSummary | RerankSummary, path: str, storage_options: dict[str, Any]) -> None:
-    """Write the JSON next to the table (local folder or object store)."""
+def write_summary(summary: Any, path: str, storage_options: dict[str, Any]) -> None:
+    """Write the JSON (local folder or object store) and the HTML report next to it.
+
+    `summary`: a RunSummary, RerankSummary or EvalSummary. Both files come from the redacted JSON."""
     import fsspec
 
     from jobs.redaction import redact
+    from jobs.report import render_report, report_path_for
 
+    summary.summary_path = path
+    summary.report_path = report_path_for(path)
+    text = redact(summary.to_json())
     with fsspec.open(path, "w", **storage_options) as f:
-        f.write(redact(summary.to_json()))
+        f.write(text)
+    with fsspec.open(summary.report_path, "w", **storage_options) as f:
+        f.write(render_report(json.loads(text)))

@@ -26,7 +26,6 @@ from operators.contract import require_columns
 
 REQUIRED = ("vector", "action")
 SEARCH_ACTIONS = ("new", "changed")
-_BLOCK_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -65,20 +64,10 @@ def sort_top_k(scores: np.ndarray, keys: np.ndarray) -> list[list[tuple[float, i
 
 def exact_top_k(ds, queries: np.ndarray, k: int) -> list[list[tuple[float, int]]]:
     """(cosine, row address) of the k nearest table rows per query, best first; one scan of `vector`."""
-    m = len(queries)
-    best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
-    best_keys = np.zeros((m, 0), dtype=np.int64)
-    scan = ds.scanner(columns=["vector"], with_row_address=True, batch_size=_BLOCK_ROWS)
-    for batch in scan.to_batches():
-        if not batch.num_rows:
-            continue
-        col = batch.column("vector")
-        width = col.type.list_size
-        vectors = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
-        scores = queries @ vectors.T
-        keys = batch.column("_rowaddr").to_numpy().astype(np.int64)
-        best_scores, best_keys = merge_top_k(best_scores, best_keys, scores, keys, k)
-    return sort_top_k(best_scores, best_keys)
+    from operators.mrl_retriever import table_blocks, top_k_at_dims  # it builds on this module's helpers
+
+    width = queries.shape[1]
+    return top_k_at_dims(table_blocks(ds), queries, k, (width,))[width]
 
 
 def retrieve_candidates(batch: pa.Table, spec: RetrievalSpec) -> pa.Table:

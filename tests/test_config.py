@@ -122,12 +122,14 @@ def test_cli_reports_config_errors_fast_without_starting_ray(tmp_path: Path):
 
 def test_shipped_configs_validate():
     from jobs.config import EmbedJobConfig, load_config
+    from jobs.eval_config import EvalJobConfig
     from jobs.maintain import MaintainJobConfig
     from jobs.mine_config import MineJobConfig
     from jobs.rerank_config import RerankJobConfig
 
     schemas = {"demo.yaml": EmbedJobConfig, "nightly.yaml": EmbedJobConfig, "rerank-pairs.yaml": RerankJobConfig,
-               "rerank-queries.yaml": RerankJobConfig, "mine.yaml": MineJobConfig, "maintain.yaml": MaintainJobConfig}
+               "rerank-queries.yaml": RerankJobConfig, "mine.yaml": MineJobConfig, "maintain.yaml": MaintainJobConfig,
+               "eval.yaml": EvalJobConfig}
     configs = Path(__file__).parent.parent / "configs"
     assert {p.name for p in configs.glob("*.yaml")} == set(schemas), "a config without a schema check"
     for name, schema in schemas.items():
