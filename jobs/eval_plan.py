@@ -7,7 +7,7 @@ problem is a ConfigError naming the setting, column or row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -45,11 +45,6 @@ class EvalPlan:
     judged_docs_missing: int  # judged documents whose id is not in the table
     query_rows_per_batch: int
     reranker: tuple[Any, int] | None = None  # (ModelSpec, max_tokens)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def total_rows(self) -> int:
-        return sum(s.num_rows for s in self.shards)
 
 
 def _id_strings(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -151,5 +146,5 @@ def plan_eval(cfg: EvalJobConfig) -> EvalPlan:
         bytes_per_value=vector_type.value_type.bit_width // 8, qrels=qrels, judged=judged,
         judged_docs_missing=len(missing), query_rows_per_batch=rows_per_batch(fs, shards[0], q.text_column,
                                                                               cfg.engine.batch_tokens),
-        reranker=ranker, provenance={"model": emb.model.name, "instruction": emb.instruction},
+        reranker=ranker,
     )
