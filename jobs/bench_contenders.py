@@ -144,8 +144,10 @@ def run_raw(case: dict[str, Any]) -> dict[str, Any]:
 
 def run_job(case: dict[str, Any]) -> dict[str, Any]:
     from jobs.config import EmbedJobConfig, parse_config
-    from jobs.embed import run
+    from jobs.embed import init_ray, run
 
+    if case.get("ray_num_cpus"):  # the autoscaling run: a local Ray with room for several engines
+        init_ray(None, num_cpus=case["ray_num_cpus"])
     raw = {
         "source": {"uri": case.get("job_corpus", case["corpus"])},
         "model": {"name": case["model"], "max_tokens": case["max_tokens"]},

@@ -29,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def init_ray(address: str | None) -> None:
-    """Join the configured / RAY_ADDRESS cluster, or start a local Ray bound to 127.0.0.1."""
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the configured / RAY_ADDRESS cluster, or start a local Ray bound to 127.0.0.1.
+
+    `num_cpus`: logical CPUs of the local Ray (default: the machine's cores).
+    """
     import ray
 
     if ray.is_initialized():
@@ -44,7 +47,7 @@ def init_ray(address: str | None) -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True)
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus)
 
 
 def in_rerank_section(err: ConfigError) -> ConfigError:

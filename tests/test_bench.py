@@ -116,3 +116,21 @@ def test_small_bench_run_produces_every_figure(tmp_path):
     for label in ("raw vLLM engine", "ray.data.llm", "sentence-transformers", "% of peak", "driver peak RSS",
                   "autoscaling Embedder", "batching"):
         assert label in proc.stdout, label
+
+
+@pytest.mark.bench
+def test_autoscaling_pool_grows_under_backlog_and_shrinks_when_drained(tmp_path):
+    """actors {min: 1, max: 2}: a second engine joins while rows wait, and the pool ends at zero."""
+    out = tmp_path / "bench"
+    # The autoscaling run embeds the corpus's first quarter: 3,000 rows, ~25 s of backlog for one engine.
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", "--rows", "12000", "--only", "job_autoscale",
+                           "--autoscale-max", "2", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert report["contenders"]["job_autoscale"]["rows"] == 3000
+    assert report["autoscaling"]["max"] == 2
+    counts = [n for _, n in report["autoscaling"]["timeline"]["Embedder"]]
+    assert counts[0] == 0 and max(counts) == 2, counts  # grew from one engine to two under the backlog
+    grown = counts.index(2)
+    assert counts[-1] == 0 and 1 in counts[grown:], counts  # shrank as the source drained, then released
+    assert "autoscaling Embedder" in proc.stdout
