@@ -23,15 +23,12 @@ from jobs.eval_config import EvalJobConfig
 from jobs.eval_metrics import evaluate
 from jobs.eval_plan import EvalPlan, plan_eval
 from jobs.eval_summary import EvalSummary
+from operators.row_validator import mark_blank
 
 
 def mark_queries(batch: pa.Table, judged: frozenset[str]) -> pa.Table:
     """`action` = `new` for queries to rank; `reject_reason` for judged ones that cannot be (they score 0)."""
-    reason = batch.column("reject_reason")
-    text = batch.column("text")
-    for cond, label in ((pc.is_null(text), "null_query"),
-                        (pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), False), "empty_query")):
-        reason = pc.if_else(pc.and_(pc.is_null(reason), cond), pa.scalar(label), reason)
+    reason = mark_blank(batch.column("reject_reason"), batch.column("text"), "null_query", "empty_query")
     is_judged = pc.is_in(batch.column("id"), pa.array(sorted(judged), pa.string()))
     batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
     action = pc.if_else(pc.and_(pc.fill_null(is_judged, False), pc.is_null(reason)), pa.scalar("new"),

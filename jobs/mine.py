@@ -25,6 +25,7 @@ from jobs.mine_config import MineJobConfig, Scorer
 from jobs.plan import input_shards, rows_per_batch
 from jobs.rerank_plan import open_candidates, reranker_model, reranker_spec
 from operators.negative_miner import MiningRules
+from operators.row_validator import mark_blank
 
 log = logging.getLogger("batch_embed")
 
@@ -32,14 +33,8 @@ log = logging.getLogger("batch_embed")
 def mark_pairs(batch: pa.Table, positive_column: str) -> pa.Table:
     """Stream rows -> `positive` column, bad rows' reasons, and `action` (`new` for rows to mine)."""
     positive = batch.column(positive_column)
-    reason = batch.column("reject_reason")
-    for cond, label in (
-        (pc.is_null(batch.column("text")), "null_query"),
-        (pc.fill_null(pc.equal(pc.utf8_trim_whitespace(batch.column("text")), ""), False), "empty_query"),
-        (pc.is_null(positive), "null_positive"),
-        (pc.fill_null(pc.equal(pc.utf8_trim_whitespace(positive), ""), False), "empty_positive"),
-    ):
-        reason = pc.if_else(pc.and_(pc.is_null(reason), cond), pa.scalar(label), reason)
+    reason = mark_blank(batch.column("reject_reason"), batch.column("text"), "null_query", "empty_query")
+    reason = mark_blank(reason, positive, "null_positive", "empty_positive")
     batch = batch.drop_columns([positive_column]).append_column("positive", pc.cast(positive, pa.string()))
     batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
     return batch.append_column("action", pc.if_else(pc.is_null(reason), pa.scalar("new"),

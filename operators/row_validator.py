@@ -27,6 +27,17 @@ REQUIRED = ("id", "text", "source_shard", "source_row", "reject_reason")
 _ROW_BITS = 40  # owner position = shard index << 40 | row: 16M shards of up to 1T rows
 
 
+def first_reason(reason: Any, cond: Any, label: str) -> Any:
+    """`label` where `cond` holds and the row has no reason yet: a row keeps the first reason found."""
+    return pc.if_else(pc.and_(pc.is_null(reason), pc.fill_null(cond, False)), pa.scalar(label), reason)
+
+
+def mark_blank(reason: Any, column: Any, null_label: str, empty_label: str) -> Any:
+    """`null_label` where `column` is null, `empty_label` where it is empty or whitespace only (first reason wins)."""
+    reason = first_reason(reason, pc.is_null(column), null_label)
+    return first_reason(reason, pc.equal(pc.utf8_trim_whitespace(column), ""), empty_label)
+
+
 class RowValidator:
     """Cheap and stateless apart from actor handles; runs as plain Ray tasks.
 
@@ -48,13 +59,8 @@ class RowValidator:
         reason = batch.column("reject_reason").combine_chunks()
         ids = batch.column("id")
         text = batch.column("text")
-        blank = pc.equal(pc.utf8_trim_whitespace(text), "")
-        for cond, label in (
-            (pc.is_null(ids), "null_id"),
-            (pc.and_(pc.is_null(text), pc.is_null(reason)), "null_text"),
-            (pc.fill_null(blank, False), "empty_text"),
-        ):
-            reason = pc.if_else(pc.and_(pc.is_null(reason), cond), pa.scalar(label), reason)
+        reason = first_reason(reason, pc.is_null(ids), "null_id")
+        reason = mark_blank(reason, text, "null_text", "empty_text")
 
         candidates = np.flatnonzero(pc.is_null(reason).to_numpy(zero_copy_only=False))
         hashes = np.empty(0, dtype=np.uint64)

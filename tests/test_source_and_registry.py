@@ -142,3 +142,23 @@ def test_registry_keeps_answers_after_merging(monkeypatch):
     assert reg.size() == 10
     again = reg.claim(np.array([3, 4, 50], dtype=np.uint64), np.array([3, 99, 50], dtype=np.uint64))
     assert again.tolist() == [True, False, True]
+
+
+def test_mark_blank_keeps_the_first_reason_and_names_null_and_blank_text():
+    from jobs.eval import mark_queries
+    from jobs.mine import mark_pairs
+    from operators.row_validator import mark_blank
+
+    reason = pa.array(["bad_utf8", None, None, None, None], pa.string())
+    text = pa.array([None, None, "  \t", "", "ok"], pa.string())
+    assert mark_blank(reason, text, "null_q", "empty_q").to_pylist() == ["bad_utf8", "null_q", "empty_q", "empty_q",
+                                                                        None]
+    batch = pa.table({"id": ["a", "b", "c", "d"], "text": ["q", None, " ", "q"], "positive": ["p", "p", "p", ""],
+                      "reject_reason": pa.array([None] * 4, pa.string())})
+    mined = mark_pairs(batch, "positive")
+    assert mined.column("reject_reason").to_pylist() == [None, "null_query", "empty_query", "empty_positive"]
+    assert mined.column("action").to_pylist() == ["new", None, None, None]
+    queries = mark_queries(batch.drop_columns(["positive"]), frozenset({"a", "b"}))
+    assert queries.column("reject_reason").to_pylist() == [None, "null_query", "empty_query", None]
+    assert queries.column("action").to_pylist() == ["new", None, None, None]  # "d" is not judged
+    assert queries.column("judged").to_pylist() == [True, True, False, False]
