@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from jobs.bench_corpus import make_texts, write_bench_corpus
-from jobs.bench_report import figures, flops_per_token, render_table, token_weighted_context, write_chart
+from jobs.bench_report import (
+    after_start_up,
+    figures,
+    flops_per_token,
+    render_table,
+    token_weighted_context,
+    write_chart,
+)
 from jobs.config_common import EngineConfig
 from operators.model_spec import DECODER_FAMILIES
 
@@ -133,6 +140,8 @@ def build_report(args: argparse.Namespace, results: dict[str, dict[str, Any]], c
         inside = tokens / raw["embed_s"]
         contenders["raw"]["tokens_per_s_inside_embed"] = round(inside, 1)
         contenders["raw"]["fraction_of_peak_inside_embed"] = round(fpt * inside / peak, 4) if peak else None
+    for name, split in after_start_up(results).items():
+        contenders[name].update(split)
     job = results.get("job", {})
     quarter = results.get("job_quarter", {})
     memory = None
@@ -172,6 +181,13 @@ def render(report: dict[str, Any]) -> str:
         if raw.get("fraction_of_peak_inside_embed") is not None:
             lines.append(f"  raw engine inside embed() only: {raw['tokens_per_s_inside_embed']:,.0f} tokens/s = "
                          f"{100 * raw['fraction_of_peak_inside_embed']:.1f}% of peak")
+    split = [(n, f) for n, f in report["contenders"].items() if "start_up_s" in f]
+    if split:
+        lines.append("\nstart-up (process start -> engine ready) and the rest; x raw after start-up:")
+        for name, f in split:
+            ratio = f["ratio_to_raw_after_start_up"]
+            lines.append(f"  {LABELS.get(name, name):34} start-up {f['start_up_s']:6.1f} s, then "
+                         f"{f['after_start_up_s']:7.1f} s" + (f" (x{ratio:.2f})" if ratio is not None else ""))
     if report.get("batching"):
         lines.append("\nbatching (raw engine, same ids, same process): " + "; ".join(
             f"{k}: {v:.1f} s" for k, v in report["batching"].items()))

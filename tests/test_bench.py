@@ -16,7 +16,14 @@ import pytest
 
 from jobs.actor_timeline import count_alive, pool_class_name
 from jobs.bench_corpus import length_targets, make_texts
-from jobs.bench_report import figures, flops_per_token, render_table, token_weighted_context
+from jobs.bench_report import (
+    after_start_up,
+    engine_up_at,
+    figures,
+    flops_per_token,
+    render_table,
+    token_weighted_context,
+)
 from jobs.summary import render_actors
 
 MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536,
@@ -56,6 +63,28 @@ def test_figures_ratio_to_raw_and_table():
     assert f["job"]["workers_peak_rss_mb"] == 2048.0
     table = render_table(f, {"job": "this job"})
     assert "this job" in table and "0.80" in table
+
+
+def test_start_up_split_and_the_ratio_after_start_up():
+    results = {
+        # raw: 40 s in all, 30 s embedding + 2 s tokenising: 8 s of start-up
+        "raw": {"rows": 100, "wall_s": 40.0, "tokens": 6400, "tokenize_s": 2.0, "embed_s": 30.0},
+        # job: 50 s process wall, 45 s inside the run, engine alive 11 s into the run: 16 s start-up, 34 s of work
+        "job": {"rows": 100, "wall_s": 50.0, "tokens": 6400, "job_s": 45.0,
+                "actors": {"timeline": {"Embedder": [[1.0, 0], [11.0, 1], [44.0, 0]]}}},
+        "no_engine_seen": {"rows": 100, "wall_s": 60.0, "tokens": 6400, "job_s": 55.0,
+                           "actors": {"timeline": {"Embedder": [[1.0, 0]]}}},
+        "naive": {"rows": 100, "wall_s": 80.0},
+        "broken": {"error": "exit 1", "wall_s": 3.0},
+    }
+    split = after_start_up(results)
+    assert set(split) == {"raw", "job"}
+    assert split["raw"] == {"start_up_s": 8.0, "after_start_up_s": 32.0, "ratio_to_raw_after_start_up": 1.0}
+    assert split["job"]["start_up_s"] == 16.0 and split["job"]["after_start_up_s"] == 34.0
+    assert split["job"]["ratio_to_raw_after_start_up"] == pytest.approx(32 / 34, abs=1e-3)
+    # two pools: the first engine of either counts
+    assert engine_up_at({"timeline": {"Embedder": [[0.0, 0], [9.0, 1]], "Reranker": [[0.0, 0], [7.5, 1]]}}) == 7.5
+    assert engine_up_at(None) is None and engine_up_at({"timeline": {}}) is None
 
 
 def test_corpus_is_mixed_length_and_reproducible():
@@ -109,12 +138,21 @@ def test_small_bench_run_produces_every_figure(tmp_path):
     assert report["model"]["flops_per_token"] > 2e7
     assert len(report["batching"]) == 3 and all(v > 0 for v in report["batching"].values())
     assert report["driver_memory"]["rows"] == [60, 240]
+    # Start-up vs the rest: the raw engine always; a job run where its 1 s actor sampling saw the engine alive
+    # (60 rows keep it alive for less than that at times).
+    split = [name for name, f in contenders.items() if "start_up_s" in f]
+    assert "raw" in split and {"job", "job_quarter", "job_autoscale"} & set(split), split
+    for name in split:
+        f = contenders[name]
+        assert 0 < f["start_up_s"] < f["wall_s"] and f["after_start_up_s"] > 0, name
+        assert f["start_up_s"] + f["after_start_up_s"] == pytest.approx(f["wall_s"], abs=0.05), name
+        assert f["ratio_to_raw_after_start_up"] > 0, name
     timeline = report["autoscaling"]["timeline"]["Embedder"]
     assert max(n for _, n in timeline) >= 1 and timeline[-1][1] == 0  # the pool came up and was released
     width, height = _png_size(out / "bench.png")
     assert width >= 800 and height >= 600
     for label in ("raw vLLM engine", "ray.data.llm", "sentence-transformers", "% of peak", "driver peak RSS",
-                  "autoscaling Embedder", "batching"):
+                  "autoscaling Embedder", "batching", "start-up"):
         assert label in proc.stdout, label
 
 
