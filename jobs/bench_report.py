@@ -79,13 +79,12 @@ def after_start_up(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
         else:
             continue
         out[name] = {"start_up_s": round(r["wall_s"] - work, 2), "after_start_up_s": round(work, 2)}
-    raw = out.get("raw")
+    raw_tokens = results.get("raw", {}).get("tokens")
+    raw_rate = raw_tokens / out["raw"]["after_start_up_s"] if "raw" in out and raw_tokens else None
     for name, f in out.items():
         tokens = results[name].get("tokens")
-        raw_tokens = results["raw"].get("tokens") if raw else None
         f["ratio_to_raw_after_start_up"] = (
-            round((tokens / f["after_start_up_s"]) / (raw_tokens / raw["after_start_up_s"]), 3)
-            if raw and tokens and raw_tokens else None)
+            round(tokens / f["after_start_up_s"] / raw_rate, 3) if raw_rate and tokens else None)
     return out
 
 
