@@ -26,7 +26,10 @@ from jobs.bench_report import (
     after_start_up,
     figures,
     flops_per_token,
+    median_runs,
     render_table,
+    round_ratios,
+    spread,
     token_weighted_context,
     write_chart,
 )
@@ -53,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--autoscale-max", type=int, default=2, help="actors.max of the autoscaling run")
     parser.add_argument("--fixed-rows", type=int, default=64, help="row count of the fixed-size batches compared")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds: every chosen contender runs this many times, one round after the other; the "
+                             "report keeps each one's median run and lists every round's ratio to the raw engine "
+                             "(single runs move by ~10%% on a noisy machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one contender may take")
 
@@ -75,11 +82,12 @@ def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path) -> 
     return cases
 
 
-def run_contender(name: str, case: dict[str, Any], out: Path, timeout: float) -> dict[str, Any]:
+def run_contender(name: str, case: dict[str, Any], out: Path, timeout: float, log_name: str = "") -> dict[str, Any]:
     """One contender in a fresh process; its result, or {"error": ...} with the log's path."""
     work = Path(case["workdir"])
     work.mkdir(parents=True, exist_ok=True)
-    case_path, result_path, log_path = work / "case.json", work / "result.json", out / "logs" / f"{name}.log"
+    case_path, result_path = work / "case.json", work / "result.json"
+    log_path = out / "logs" / f"{log_name or name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     case_path.write_text(json.dumps(case))
     result_path.unlink(missing_ok=True)
@@ -111,20 +119,29 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     texts = make_texts(args.rows, args.seed)
     write_bench_corpus(corpus, texts)
     write_bench_corpus(quarter, texts[: max(1, args.rows // 4)])  # its first quarter: the same documents
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat: {args.repeat} must be at least 1")
     cases = _cases(args, out, corpus, quarter)
-    results: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(wanted, 1):
-        print(f"[{i}/{len(wanted)}] {LABELS.get(name, name)} ...", flush=True)
-        t0 = time.monotonic()
-        results[name] = run_contender(name, cases[name], out, args.timeout)
-        r = results[name]
-        status = r.get("error") or (f"{r['bf16_gemm_flops_per_s'] / 1e12:.3f} TFLOP/s" if name == "peak"
-                                    else f"{r.get('rows', 0):,} rows")
-        print(f"      {status} in {time.monotonic() - t0:.1f} s", flush=True)
-    return build_report(args, results, corpus)
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for k in range(1, args.repeat + 1):
+        results: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(wanted, 1):
+            where = f"{i}/{len(wanted)}" if args.repeat == 1 else f"round {k}/{args.repeat}, {i}/{len(wanted)}"
+            print(f"[{where}] {LABELS.get(name, name)} ...", flush=True)
+            case, log_name = cases[name], name
+            if args.repeat > 1:  # a fresh table and log per round
+                case, log_name = {**case, "workdir": f"{case['workdir']}-r{k}"}, f"{name}-r{k}"
+            t0 = time.monotonic()
+            results[name] = r = run_contender(name, case, out, args.timeout, log_name)
+            status = r.get("error") or (f"{r['bf16_gemm_flops_per_s'] / 1e12:.3f} TFLOP/s" if name == "peak"
+                                        else f"{r.get('rows', 0):,} rows")
+            print(f"      {status} in {time.monotonic() - t0:.1f} s", flush=True)
+        rounds.append(results)
+    return build_report(args, rounds, corpus)
 
 
-def build_report(args: argparse.Namespace, results: dict[str, dict[str, Any]], corpus: Path) -> dict[str, Any]:
+def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]]], corpus: Path) -> dict[str, Any]:
+    results = median_runs(rounds)
     config = model_config(args.model)
     raw = results.get("raw", {})
     tokens = raw.get("tokens", 0)
@@ -142,6 +159,10 @@ def build_report(args: argparse.Namespace, results: dict[str, dict[str, Any]], c
         contenders["raw"]["fraction_of_peak_inside_embed"] = round(fpt * inside / peak, 4) if peak else None
     for name, split in after_start_up(results).items():
         contenders[name].update(split)
+    if len(rounds) > 1:
+        for name, per_round in round_ratios(rounds).items():
+            if name in contenders:
+                contenders[name]["rounds"] = per_round
     job = results.get("job", {})
     quarter = results.get("job_quarter", {})
     memory = None
@@ -163,12 +184,16 @@ def build_report(args: argparse.Namespace, results: dict[str, dict[str, Any]], c
         "raw_engine": {k: raw.get(k) for k in ("tokenize_s", "embed_s", "engine_args")},
         "driver_memory": memory,
         "autoscaling": {"max": auto.get("max"), "timeline": auto.get("timeline")},
-        "errors": {k: v["error"] for k, v in results.items() if "error" in v},
+        "rounds": len(rounds),
+        "errors": {(k if len(rounds) == 1 else f"{k} (round {i})"): v["error"]
+                   for i, results in enumerate(rounds, 1) for k, v in results.items() if "error" in v},
     }
 
 
 def render(report: dict[str, Any]) -> str:
     lines = [render_table(report["contenders"], LABELS)]
+    if report.get("rounds", 1) > 1:
+        lines.insert(0, f"each contender's median run of {report['rounds']} rounds:")
     peak = report["machine"]["bf16_gemm_flops_per_s"]
     fpt = report["model"]["flops_per_token"]
     if peak:
@@ -188,6 +213,13 @@ def render(report: dict[str, Any]) -> str:
             ratio = f["ratio_to_raw_after_start_up"]
             lines.append(f"  {LABELS.get(name, name):34} start-up {f['start_up_s']:6.1f} s, then "
                          f"{f['after_start_up_s']:7.1f} s" + (f" (x{ratio:.2f})" if ratio is not None else ""))
+    with_rounds = [(n, f["rounds"]) for n, f in report["contenders"].items() if "rounds" in f]
+    if with_rounds:
+        lines.append(f"\nx raw in each of the {report['rounds']} rounds (the raw engine of the same round), whole "
+                     "process | after start-up:")
+        for name, r in with_rounds:
+            lines.append(f"  {LABELS.get(name, name):34} {spread(r['ratio_to_raw'])} | "
+                         f"{spread(r['ratio_to_raw_after_start_up'])}")
     if report.get("batching"):
         lines.append("\nbatching (raw engine, same ids, same process): " + "; ".join(
             f"{k}: {v:.1f} s" for k, v in report["batching"].items()))

@@ -88,6 +88,47 @@ def after_start_up(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     return out
 
 
+def median_runs(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per contender, its run with the median wall time over the rounds (the lower middle of an even count).
+
+    Whole runs are kept, not medians of each figure, so a contender's figures stay
+    consistent with each other. A contender that failed in every round keeps its last error.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(n for results in rounds for n in results):
+        runs = [results[name] for results in rounds if name in results]
+        ok = sorted((r for r in runs if "error" not in r and r.get("wall_s")), key=lambda r: r["wall_s"])
+        out[name] = ok[(len(ok) - 1) // 2] if ok else runs[-1]
+    return out
+
+
+def round_ratios(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, list[float | None]]]:
+    """Per contender, every round's wall time and its ratios to the raw engine of the same round.
+
+    Rounds run the contenders one after the other, so a slow spell of the machine
+    hits a round's raw engine and its job alike: the per-round ratio is steadier than
+    a ratio of two separate runs. None where a round failed or had no raw engine.
+    """
+    out: dict[str, dict[str, list[float | None]]] = {}
+    names = list(dict.fromkeys(n for results in rounds for n in results if n != "peak"))
+    for results in rounds:
+        whole = figures(results, corpus_tokens=0)
+        split = after_start_up(results)
+        for name in names:
+            entry = out.setdefault(name, {"wall_s": [], "ratio_to_raw": [], "ratio_to_raw_after_start_up": []})
+            entry["wall_s"].append(whole.get(name, {}).get("wall_s"))
+            entry["ratio_to_raw"].append(whole.get(name, {}).get("ratio_to_raw"))
+            entry["ratio_to_raw_after_start_up"].append(split.get(name, {}).get("ratio_to_raw_after_start_up"))
+    return out
+
+
+def spread(values: list[float | None]) -> str:
+    """'0.81 0.84 0.72 (median 0.81)': one round's figure each, '-' where it is missing."""
+    shown = " ".join("-" if v is None else f"{v:.2f}" for v in values)
+    known = sorted(v for v in values if v is not None)
+    return shown + (f" (median {known[(len(known) - 1) // 2]:.2f})" if known else "")
+
+
 def render_table(rows: dict[str, dict[str, Any]], labels: dict[str, str]) -> str:
     head = f"{'contender':34} {'rows':>8} {'wall s':>8} {'rows/s':>8} {'tokens/s':>9} {'x raw':>6} " \
            f"{'driver MB':>9} {'workers MB':>10}"
@@ -98,6 +139,19 @@ def render_table(rows: dict[str, dict[str, Any]], labels: dict[str, str]) -> str
                      f"{f['tokens_per_s']:>9,.0f} {ratio:>6} {f['driver_peak_rss_mb']:>9,.0f} "
                      f"{f['workers_peak_rss_mb']:>10,.0f}")
     return "\n".join(lines)
+
+
+def _round_range(rows: dict[str, dict[str, Any]], names: list[str], rates: list[float]) -> list[list[float]] | None:
+    """Whiskers from the slowest to the fastest round's rows/s (None with a single round)."""
+    if not any("rounds" in rows[n] for n in names):
+        return None
+    low, high = [], []
+    for name, rate in zip(names, rates, strict=True):
+        walls = [w for w in rows[name].get("rounds", {}).get("wall_s", []) if w]
+        per_round = [rows[name]["rows"] / w for w in walls] or [rate]
+        low.append(max(0.0, rate - min(per_round)))
+        high.append(max(0.0, max(per_round) - rate))
+    return [low, high]
 
 
 def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> None:
@@ -111,12 +165,15 @@ def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> N
     rows = report["contenders"]
     names = list(rows)
     ax = axes[0][0]
-    bars = ax.barh([labels.get(n, n) for n in names], [rows[n]["rows_per_s"] for n in names], color="#4477aa")
+    rates = [rows[n]["rows_per_s"] for n in names]
+    bars = ax.barh([labels.get(n, n) for n in names], rates, color="#4477aa", xerr=_round_range(rows, names, rates),
+                   error_kw={"elinewidth": 1, "capsize": 3})
     for bar, n in zip(bars, names, strict=True):
         ratio = rows[n]["ratio_to_raw"]
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x raw" if ratio else "",
                 va="center", fontsize=8)
-    ax.set_xlabel("rows/s (whole-process wall time)")
+    ax.set_xlabel("rows/s (whole-process wall time" + (", median run; whiskers: every round)" if any(
+        "rounds" in rows[n] for n in names) else ")"))
     ax.set_title(f"Throughput, {report['corpus']['rows']:,} rows, {report['model_name']}")
     ax.invert_yaxis()
 

@@ -21,7 +21,10 @@ from jobs.bench_report import (
     engine_up_at,
     figures,
     flops_per_token,
+    median_runs,
     render_table,
+    round_ratios,
+    spread,
     token_weighted_context,
 )
 from jobs.summary import render_actors
@@ -85,6 +88,30 @@ def test_start_up_split_and_the_ratio_after_start_up():
     # two pools: the first engine of either counts
     assert engine_up_at({"timeline": {"Embedder": [[0.0, 0], [9.0, 1]], "Reranker": [[0.0, 0], [7.5, 1]]}}) == 7.5
     assert engine_up_at(None) is None and engine_up_at({"timeline": {}}) is None
+
+
+def _run(wall: float, **extra) -> dict:
+    return {"rows": 100, "wall_s": wall, "tokens": 6400, "driver_peak_rss": 2**28, "workers_peak_rss": 2**30, **extra}
+
+
+def test_rounds_keep_the_median_run_and_each_rounds_ratio():
+    rounds = [
+        {"raw": _run(40.0), "job": _run(50.0), "naive": _run(90.0)},
+        {"raw": _run(44.0), "job": _run(48.0), "naive": {"error": "exit 1"}},
+        {"raw": _run(36.0), "job": _run(45.0), "naive": _run(80.0)},
+    ]
+    median = median_runs(rounds)
+    assert median["raw"]["wall_s"] == 40.0 and median["job"]["wall_s"] == 48.0
+    assert median["naive"]["wall_s"] == 80.0  # the lower middle of the two runs that worked
+    assert median_runs([{"x": {"error": "a"}}, {"x": {"error": "b"}}]) == {"x": {"error": "b"}}
+    per_round = round_ratios(rounds)
+    # each round's job against that round's raw engine, not against the median raw run
+    assert per_round["job"]["ratio_to_raw"] == [0.8, round(44 / 48, 3), 0.8]
+    assert per_round["job"]["wall_s"] == [50.0, 48.0, 45.0]
+    assert per_round["naive"]["ratio_to_raw"] == [round(40 / 90, 3), None, 0.45]
+    assert per_round["raw"]["ratio_to_raw_after_start_up"] == [None, None, None]  # no embed_s: no split
+    assert spread([0.8, None, 0.9, 0.7]) == "0.80 - 0.90 0.70 (median 0.80)"
+    assert spread([None]) == "-"
 
 
 def test_corpus_is_mixed_length_and_reproducible():
@@ -172,3 +199,25 @@ def test_autoscaling_pool_grows_under_backlog_and_shrinks_when_drained(tmp_path)
     grown = counts.index(2)
     assert counts[-1] == 0 and 1 in counts[grown:], counts  # shrank as the source drained, then released
     assert "autoscaling Embedder" in proc.stdout
+
+
+@pytest.mark.bench
+def test_repeated_rounds_report_the_median_and_every_round(tmp_path):
+    """--repeat 2 on the raw engine and the job: each runs twice, the report keeps the median run and both ratios."""
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", "--rows", "120", "--only", "raw,job",
+                           "--repeat", "2", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert report["rounds"] == 2 and report["errors"] == {}
+    for name in ("raw", "job"):
+        f = report["contenders"][name]
+        walls = f["rounds"]["wall_s"]
+        assert len(walls) == 2 and all(w > 0 for w in walls), walls
+        assert f["wall_s"] == min(walls)  # the lower middle of two runs
+        assert (out / "logs" / f"{name}-r1.log").exists() and (out / "logs" / f"{name}-r2.log").exists()
+    assert report["contenders"]["raw"]["rounds"]["ratio_to_raw"] == [1.0, 1.0]
+    assert all(r > 0 for r in report["contenders"]["job"]["rounds"]["ratio_to_raw"])
+    assert "in each of the 2 rounds" in proc.stdout and "median run of 2 rounds" in proc.stdout
+    width, _ = _png_size(out / "bench.png")
+    assert width >= 800
