@@ -194,7 +194,8 @@ def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> N
         ax.step([t for t, _ in series], [n for _, n in series], where="post", label=pool)
     ax.set_xlabel("seconds into the run")
     ax.set_ylabel("engine actors alive")
-    ax.set_title(f"Autoscaling pool (actors min 1, max {report.get('autoscaling', {}).get('max', '?')})")
+    auto_max = report.get("autoscaling", {}).get("max")
+    ax.set_title(f"Autoscaling pool (actors min 1, max {auto_max})" if auto_max else "Autoscaling pool (not run)")
     if timeline:
         ax.legend(fontsize=8)
 
