@@ -115,12 +115,12 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     unknown = set(args.only.split(",")) - set(ALL)
     if unknown:
         raise SystemExit(f"--only: unknown contender(s) {sorted(unknown)}; choose from {ALL}")
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat: {args.repeat} must be at least 1")
     corpus, quarter = out / "corpus", out / "corpus-quarter"
     texts = make_texts(args.rows, args.seed)
     write_bench_corpus(corpus, texts)
     write_bench_corpus(quarter, texts[: max(1, args.rows // 4)])  # its first quarter: the same documents
-    if args.repeat < 1:
-        raise SystemExit(f"--repeat: {args.repeat} must be at least 1")
     cases = _cases(args, out, corpus, quarter)
     rounds: list[dict[str, dict[str, Any]]] = []
     for k in range(1, args.repeat + 1):

@@ -88,6 +88,11 @@ def after_start_up(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
     return out
 
 
+def lower_median(ordered: list[Any]) -> Any:
+    """The middle item of a sorted list, the lower of the two middle ones for an even count."""
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def median_runs(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per contender, its run with the median wall time over the rounds (the lower middle of an even count).
 
@@ -98,7 +103,7 @@ def median_runs(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, 
     for name in dict.fromkeys(n for results in rounds for n in results):
         runs = [results[name] for results in rounds if name in results]
         ok = sorted((r for r in runs if "error" not in r and r.get("wall_s")), key=lambda r: r["wall_s"])
-        out[name] = ok[(len(ok) - 1) // 2] if ok else runs[-1]
+        out[name] = lower_median(ok) if ok else runs[-1]
     return out
 
 
@@ -126,7 +131,7 @@ def spread(values: list[float | None]) -> str:
     """'0.81 0.84 0.72 (median 0.81)': one round's figure each, '-' where it is missing."""
     shown = " ".join("-" if v is None else f"{v:.2f}" for v in values)
     known = sorted(v for v in values if v is not None)
-    return shown + (f" (median {known[(len(known) - 1) // 2]:.2f})" if known else "")
+    return shown + (f" (median {lower_median(known):.2f})" if known else "")
 
 
 def render_table(rows: dict[str, dict[str, Any]], labels: dict[str, str]) -> str:
@@ -141,10 +146,8 @@ def render_table(rows: dict[str, dict[str, Any]], labels: dict[str, str]) -> str
     return "\n".join(lines)
 
 
-def _round_range(rows: dict[str, dict[str, Any]], names: list[str], rates: list[float]) -> list[list[float]] | None:
-    """Whiskers from the slowest to the fastest round's rows/s (None with a single round)."""
-    if not any("rounds" in rows[n] for n in names):
-        return None
+def _round_range(rows: dict[str, dict[str, Any]], names: list[str], rates: list[float]) -> list[list[float]]:
+    """Whiskers from the slowest to the fastest round's rows/s."""
     low, high = [], []
     for name, rate in zip(names, rates, strict=True):
         walls = [w for w in rows[name].get("rounds", {}).get("wall_s", []) if w]
@@ -166,14 +169,15 @@ def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> N
     names = list(rows)
     ax = axes[0][0]
     rates = [rows[n]["rows_per_s"] for n in names]
-    bars = ax.barh([labels.get(n, n) for n in names], rates, color="#4477aa", xerr=_round_range(rows, names, rates),
+    several = report.get("rounds", 1) > 1
+    bars = ax.barh([labels.get(n, n) for n in names], rates, color="#4477aa",
+                   xerr=_round_range(rows, names, rates) if several else None,
                    error_kw={"elinewidth": 1, "capsize": 3})
     for bar, n in zip(bars, names, strict=True):
         ratio = rows[n]["ratio_to_raw"]
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {ratio:.2f}x raw" if ratio else "",
                 va="center", fontsize=8)
-    ax.set_xlabel("rows/s (whole-process wall time" + (", median run; whiskers: every round)" if any(
-        "rounds" in rows[n] for n in names) else ")"))
+    ax.set_xlabel("rows/s (whole-process wall time" + (", median run; whiskers: every round)" if several else ")"))
     ax.set_title(f"Throughput, {report['corpus']['rows']:,} rows, {report['model_name']}")
     ax.invert_yaxis()
 

@@ -136,6 +136,14 @@ def test_actor_counting_and_summary_line():
     assert "Embedder 0@0s->1@12.5s->2@30s->0@61s (peak 2 of max 2)" in line
 
 
+def _bench(out: Path, *args: str, timeout: int) -> tuple[subprocess.CompletedProcess, dict]:
+    """`batch-embed bench --out out *args` in a fresh process; it must succeed. Its output and bench.json."""
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads((out / "bench.json").read_text())
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
@@ -145,10 +153,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 @pytest.mark.bench
 def test_small_bench_run_produces_every_figure(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", "--rows", "240", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((out / "bench.json").read_text())
+    proc, report = _bench(out, "--rows", "240", timeout=1500)
     assert report["errors"] == {}
     contenders = report["contenders"]
     assert set(contenders) == {"raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive"}
@@ -188,10 +193,7 @@ def test_autoscaling_pool_grows_under_backlog_and_shrinks_when_drained(tmp_path)
     """actors {min: 1, max: 2}: a second engine joins while rows wait, and the pool ends at zero."""
     out = tmp_path / "bench"
     # The autoscaling run embeds the corpus's first quarter: 3,000 rows, ~25 s of backlog for one engine.
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", "--rows", "12000", "--only", "job_autoscale",
-                           "--autoscale-max", "2", "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((out / "bench.json").read_text())
+    proc, report = _bench(out, "--rows", "12000", "--only", "job_autoscale", "--autoscale-max", "2", timeout=900)
     assert report["contenders"]["job_autoscale"]["rows"] == 3000
     assert report["autoscaling"]["max"] == 2
     counts = [n for _, n in report["autoscaling"]["timeline"]["Embedder"]]
@@ -205,10 +207,7 @@ def test_autoscaling_pool_grows_under_backlog_and_shrinks_when_drained(tmp_path)
 def test_repeated_rounds_report_the_median_and_every_round(tmp_path):
     """--repeat 2 on the raw engine and the job: each runs twice, the report keeps the median run and both ratios."""
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "bench", "--rows", "120", "--only", "raw,job",
-                           "--repeat", "2", "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((out / "bench.json").read_text())
+    proc, report = _bench(out, "--rows", "120", "--only", "raw,job", "--repeat", "2", timeout=900)
     assert report["rounds"] == 2 and report["errors"] == {}
     for name in ("raw", "job"):
         f = report["contenders"][name]
