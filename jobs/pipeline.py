@@ -29,8 +29,6 @@ ENGINE_ENV = {
     "VLLM_LOGGING_LEVEL": "WARNING",
     "TOKENIZERS_PARALLELISM": "false",
 }
-# Lance's Rust side warns "No existing dataset ... will be created" for every new fragment.
-WRITER_ENV = {"LANCE_LOG": "error"}
 
 
 def resolve_gpus(setting: float | str) -> float:
@@ -108,8 +106,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     return ds.map_batches(
         LanceFragmentWriter(plan.sink),
         batch_size=cfg.sink.rows_per_fragment,
-        batch_format="pyarrow",
-        runtime_env={"env_vars": WRITER_ENV},
+        batch_format="pyarrow",  # no runtime_env: see lance_sink.fragment_writer
     )
 
 

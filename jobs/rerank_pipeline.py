@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobs.committed_run import TableRun, run_committed
-from jobs.pipeline import WRITER_ENV, default_summary_path, engine_pool_args, resolve_gpus
+from jobs.pipeline import default_summary_path, engine_pool_args, resolve_gpus
 from jobs.rerank_plan import RerankPlan
 from jobs.summary import RerankSummary, actors_report, write_summary
 from operators.candidate_retriever import retrieve_candidates
@@ -51,7 +51,7 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
     ds = ds.map_batches(Reranker, fn_constructor_args=(plan.reranker_spec(gpus),), batch_size=plan.queries_per_batch,
                         batch_format="pyarrow", **actor_args)
     return ds.map_batches(RerankFragmentWriter(plan.sink), batch_size=plan.queries_per_fragment,
-                          batch_format="pyarrow", runtime_env={"env_vars": WRITER_ENV})
+                          batch_format="pyarrow")  # no runtime_env: see lance_sink.fragment_writer
 
 
 def run_pipeline(plan: RerankPlan) -> RerankSummary:

@@ -24,7 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.contract import require_columns
-from operators.lance_sink import METADATA_KEY, REJECTED_SCHEMA, WRITER_OUTPUT_SCHEMA, SinkSpec, writer_report
+from operators.lance_sink import (
+    METADATA_KEY,
+    REJECTED_SCHEMA,
+    WRITER_OUTPUT_SCHEMA,
+    SinkSpec,
+    fragment_writer,
+    writer_report,
+)
 from operators.progress import Progress, progress_of
 
 # The row validator's generic labels, as a reranking user reads them.
@@ -65,8 +72,7 @@ class RerankFragmentWriter:
         self.spec = spec
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from lance.fragment import write_fragments
-
+        write_fragments = fragment_writer()
         require_columns(batch, self.REQUIRED, "RerankFragmentWriter")
         opts = self.spec.storage_options or None
         batch = self._with_source_rows(batch)
