@@ -64,3 +64,14 @@ def test_storage_option_dialects():
     assert s3fs_storage_options({"aws_endpoint": "http://h:1", "aws_region": "eu"}) == {
         "client_kwargs": {"endpoint_url": "http://h:1", "region_name": "eu"}
     }
+
+
+def test_engine_actors_get_their_share_of_cores_for_the_engine_and_the_tokenizer():
+    from jobs.pipeline import engine_env
+
+    cpu = engine_env(0.0, 2)
+    assert cpu["OMP_NUM_THREADS"] == cpu["RAYON_NUM_THREADS"] == "2"
+    # explicit, so that a job-level runtime_env's "false" (cluster/submit.py) does not win
+    assert cpu["TOKENIZERS_PARALLELISM"] == "true"
+    gpu = engine_env(1.0, 8)
+    assert gpu["RAYON_NUM_THREADS"] == "8" and "OMP_NUM_THREADS" not in gpu
