@@ -76,6 +76,16 @@ class TableRun:
     def lock_path(self) -> str:
         return f"{self.db_uri.rstrip('/')}/_locks/{self.table}.json"
 
+    def lock(self) -> TableLock:
+        """The table's lease for this run (not yet claimed)."""
+        return TableLock(self.lock_path, self.run_id, fsspec_options(self.db_uri, self.storage_options),
+                         self.lock_timeout_seconds)
+
+
+def table_lock(plan: Any, sink: Any) -> TableLock:
+    """A planned run's table lease; `with table_lock(...) as lock:` claims it, before Ray starts."""
+    return TableRun.for_plan(plan, sink, show_progress=False).lock()
+
 
 @dataclass
 class RunResult:
@@ -111,6 +121,7 @@ def source_rows_of(report: dict[str, Any]) -> int:
 
 def run_committed(
     run: TableRun,
+    lock: TableLock,
     build: Callable[[Any, Any], Any],
     make_index: Callable[[], Any] | None = None,
     final_deletes: Callable[[Any], dict[int, list[str]] | None] | None = None,
@@ -118,6 +129,7 @@ def run_committed(
 ) -> RunResult:
     """Run `build(registry, index)`'s dataset of writer reports to a complete, committed table.
 
+    `lock`: `run.lock()`, claimed by the caller (who releases it) before starting Ray;
     `make_index`: builds the actor that knows the table's existing ids (or None);
     `final_deletes(registry)`: rows to delete in the last commit (sync.delete_missing);
     `after_commit()`: work on the finished table that still needs the lock (upkeep).
@@ -126,9 +138,7 @@ def run_committed(
     from tqdm import tqdm
 
     t0 = time.monotonic()
-    lock = TableLock(run.lock_path, run.run_id, fsspec_options(run.db_uri, run.storage_options),
-                     run.lock_timeout_seconds)
-    lock.acquire()
+    lock.confirm()
     try:
         if run.resuming:
             log.info("resuming run %s: %d source rows already committed", run.run_id, run.rows_done)
@@ -184,7 +194,5 @@ def run_committed(
         log.error("run %s stopped (%s); the table keeps every commit made before this, and re-running the same "
                   "command resumes from the last one", run.run_id, type(err).__name__)
         raise
-    finally:
-        lock.release()
     return RunResult(committer=committer, orphans_removed=orphans, seconds=seconds, after=after,
                      actor_timeline=timeline.points, throughput=throughput.points)

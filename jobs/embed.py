@@ -57,6 +57,7 @@ def in_rerank_section(err: ConfigError) -> ConfigError:
 
 def run(cfg: EmbedJobConfig):
     """Plan (fast checks), start Ray, run, then the `rerank:` section if any; returns the RunSummary."""
+    from jobs.committed_run import table_lock
     from jobs.pipeline import run_pipeline
     from jobs.plan import plan_embed_job
 
@@ -77,8 +78,11 @@ def run(cfg: EmbedJobConfig):
         plan.width,
         plan.sink.main_uri,
     )
-    init_ray(cfg.run.ray_address)
-    summary = run_pipeline(plan)
+    # The lease is claimed before Ray starts: a locked table fails at once, and the lease's
+    # settle pause (operators/table_lock) passes while Ray starts instead of after.
+    with table_lock(plan, cfg.sink) as lock:
+        init_ray(cfg.run.ray_address)
+        summary = run_pipeline(plan, lock)
     if followup is not None:
         from jobs import rerank
 

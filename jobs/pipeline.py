@@ -19,6 +19,7 @@ from operators.parquet_source import ParquetShardSource
 from operators.row_validator import RowValidator
 from operators.storage import fsspec_options
 from operators.table_index import TableIndex, missing_ids
+from operators.table_lock import TableLock
 
 log = logging.getLogger("batch_embed")
 
@@ -128,8 +129,11 @@ def default_summary_path(sink_uri: str, table: str, started: datetime) -> str:
     return f"{sink_uri.rstrip('/')}/_runs/{table}-{stamp}.json"
 
 
-def run_pipeline(plan: EmbedPlan) -> RunSummary:
-    """Run the pipeline, committing as fragments arrive; returns the summary (also written as JSON)."""
+def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
+    """Run the pipeline, committing as fragments arrive; returns the summary (also written as JSON).
+
+    `lock`: the table's lease, claimed (`committed_run.table_lock`).
+    """
     import ray
     from ray.data import DataContext
 
@@ -166,7 +170,7 @@ def run_pipeline(plan: EmbedPlan) -> RunSummary:
         return run_upkeep(plan.sink.main_uri, plan.sink.storage_options,
                           cfg.upkeep.settings(cfg.sink.keep_versions, cfg.sink.keep_days))
 
-    result = run_committed(TableRun.for_plan(plan, cfg.sink, cfg.run.progress),
+    result = run_committed(TableRun.for_plan(plan, cfg.sink, cfg.run.progress), lock,
                            lambda registry, index: build_pipeline(plan, gpus, registry, index),
                            make_index, final_deletes, upkeep)
     committer, orphans = result.committer, result.orphans_removed

@@ -14,14 +14,16 @@ log = logging.getLogger("batch_embed")
 
 def run(cfg: RerankJobConfig):
     """Plan (fast checks), start Ray, run; returns the RerankSummary."""
+    from jobs.committed_run import table_lock
     from jobs.rerank_pipeline import run_pipeline
     from jobs.rerank_plan import plan_rerank_job
 
     plan = plan_rerank_job(cfg)
     log.info("%d shard(s), %d rows, reranker %s -> %s", len(plan.shards), plan.total_rows, cfg.model.name,
              plan.sink.main_uri)
-    init_ray(cfg.run.ray_address)
-    return run_pipeline(plan)
+    with table_lock(plan, cfg.sink) as lock:  # before Ray starts, as in jobs/embed.py
+        init_ray(cfg.run.ray_address)
+        return run_pipeline(plan, lock)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

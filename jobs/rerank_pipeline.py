@@ -24,6 +24,7 @@ from operators.reranker import Reranker
 from operators.row_validator import RowValidator
 from operators.storage import fsspec_options
 from operators.table_index import TableIndex
+from operators.table_lock import TableLock
 
 
 def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = None):
@@ -54,7 +55,7 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
                           batch_format="pyarrow")  # no runtime_env: see lance_sink.fragment_writer
 
 
-def run_pipeline(plan: RerankPlan) -> RerankSummary:
+def run_pipeline(plan: RerankPlan, lock: TableLock) -> RerankSummary:
     import ray
     from ray.data import DataContext
 
@@ -73,7 +74,7 @@ def run_pipeline(plan: RerankPlan) -> RerankSummary:
     run = TableRun.for_plan(plan, cfg.sink, cfg.run.progress, id_column="query_id",
                             unit="pair" if plan.pair_columns is not None else "query",
                             engine_pools=("Reranker",) if plan.query_embedding is None else ("Embedder", "Reranker"))
-    result = run_committed(run, lambda registry, index: build_pipeline(plan, gpus, registry, index),
+    result = run_committed(run, lock, lambda registry, index: build_pipeline(plan, gpus, registry, index),
                            make_index)
     c = result.committer
     summary = RerankSummary(

@@ -5,8 +5,10 @@ holder. A holder that died (SIGKILL, preemption) leaves its lease behind; it is
 taken over when its process is gone (same host) or its heartbeat is older than
 the timeout (other hosts), so re-running after a kill just resumes.
 Object stores have no atomic create-if-absent through fsspec, so the lease is
-written, then read back after a pause: of two racing writers, only the one
-whose lease survived proceeds.
+written (`claim`), then read back after a pause (`confirm`): of two racing
+writers, only the one whose lease survived proceeds. Jobs claim before starting
+Ray and confirm after, so the pause costs nothing and a locked table fails
+before Ray starts.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class TableLock:
         self.host = socket.gethostname()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._claimed_at: float | None = None
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -81,18 +84,36 @@ class TableLock:
         return time.time() - float(held.get("heartbeat", 0)) > self.timeout_s
 
     def acquire(self) -> None:
+        self.claim()
+        self.confirm()
+
+    def claim(self) -> None:
+        """Write the lease unless another live writer holds it; `confirm()` before writing data."""
         held = self._read()
         if held and held.get("owner") != self.owner and not self._stale(held):
             raise TableLockedError(self._busy_message(held))
         self._write()
-        time.sleep(self.settle_s)
+        self._claimed_at = time.monotonic()
+        # Commits refresh the lease too, but long quiet stretches (Ray connecting to a cluster,
+        # a big model loading, GPU nodes scaling up) must not make it look abandoned.
+        self._beat = threading.Thread(target=self._heartbeat, name="table-lock-heartbeat", daemon=True)
+        self._beat.start()
+
+    def confirm(self) -> None:
+        """Raise unless the lease is still ours `settle_s` after the claim (waits out what is left of it)."""
+        if self._claimed_at is None:
+            raise RuntimeError("TableLock.confirm() before claim()")
+        time.sleep(max(0.0, self._claimed_at + self.settle_s - time.monotonic()))
         held = self._read()
         if not held or held.get("owner") != self.owner:
             raise TableLockedError(self._busy_message(held or {}))
-        # Commits refresh the lease too, but long quiet stretches (a big model loading,
-        # GPU nodes scaling up) must not make it look abandoned.
-        self._beat = threading.Thread(target=self._heartbeat, name="table-lock-heartbeat", daemon=True)
-        self._beat.start()
+
+    def __enter__(self) -> TableLock:
+        self.claim()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(min(60.0, self.timeout_s / 4)):

