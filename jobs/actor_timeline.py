@@ -2,10 +2,16 @@
 
 Ray Data's actor pool grows under backlog and releases idle actors once its
 input is drained; neither shows in the final numbers. A daemon thread reads the
-cluster's actor table (from the GCS: no dashboard needed) every `interval`
-seconds and records `[seconds since start, alive actors]` whenever the count of
-an engine class changes. Sampling never fails a run: an unreadable table is
-skipped.
+actor table (from the GCS: no dashboard needed) every `interval` seconds and
+records `[seconds since start, alive actors]` whenever the count of an engine
+class changes. Sampling never fails a run: an unreadable table is skipped.
+
+The GCS filters the table to this driver's job and to live actors. Unfiltered,
+a sample holds every actor the cluster remembers, dead ones of past jobs
+included (Ray keeps up to 100,000): ~13 us of driver CPU each, so on a cluster
+that has run for weeks the monitor would take a core, and another job's engines
+of the same class (a second table embedded at the same time) would be counted
+as this run's.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ class ActorTimeline:
         import ray
 
         try:
-            table = ray._private.state.actors()  # the GCS actor table; public state API needs the dashboard
+            # The GCS actor table (the public state API needs the dashboard), filtered by the GCS.
+            job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+            table = ray._private.state.actors(job_id=job, actor_state_name="ALIVE")
         except Exception as err:  # noqa: BLE001 - a monitor must never fail the run
             log.debug("actor table unreadable: %s", err)
             return
