@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 import textwrap
@@ -38,7 +39,8 @@ def test_only_this_jobs_live_engines_are_counted(ray_session):
     other = subprocess.Popen([sys.executable, "-c", OTHER_JOB, ray.get_runtime_context().gcs_address,
                               pool_class_name("Embedder")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert other.stdout.readline().strip() == "ready", "the second job did not start its actor"
+        ready, _, _ = select.select([other.stdout], [], [], 120)
+        assert ready and other.stdout.readline().strip() == "ready", "the second job did not start its actor"
         timeline = ActorTimeline(["Embedder", "Reranker"])
         timeline.sample()
         assert timeline.points["Embedder"][-1][1] == 1  # not 2 (the other job's) and not 3 (the dead one)
@@ -48,5 +50,8 @@ def test_only_this_jobs_live_engines_are_counted(ray_session):
         assert timeline.points["Embedder"][-1][1] == 0
     finally:
         other.stdin.close()
-        other.wait(timeout=60)
+        try:
+            other.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            other.kill()
 
