@@ -85,8 +85,8 @@ class ActorTimeline:
         self.t0 = 0.0  # time.monotonic() at the start (the throughput timeline shares it)
         self._t0_ms = 0.0  # the same instant on the wall clock, as the GCS records times
 
-    def table(self) -> list[dict[str, Any]]:
-        """This job's actors from the GCS (the public state API needs the dashboard); [] if unreadable."""
+    def table(self) -> list[dict[str, Any]] | None:
+        """This job's actors from the GCS (the public state API needs the dashboard); None if unreadable."""
         import ray
 
         try:
@@ -94,7 +94,7 @@ class ActorTimeline:
             return list(ray._private.state.actors(job_id=job).values())
         except Exception as err:  # noqa: BLE001 - a monitor must never fail the run
             log.debug("actor table unreadable: %s", err)
-            return []
+            return None
 
     def __enter__(self) -> ActorTimeline:
         self.t0, self._t0_ms = time.monotonic(), time.time() * 1000
@@ -104,7 +104,9 @@ class ActorTimeline:
         # The pool's end state: Ray Data releases its actors just after the last batch.
         deadline = time.monotonic() + self.settle
         table = self.table()
-        while time.monotonic() < deadline and any(count_alive(table, self._names).values()):
+        while table is not None and time.monotonic() < deadline and any(count_alive(table, self._names).values()):
             time.sleep(0.25)
-            table = self.table()
-        self.points = steps(table, self._names, self._t0_ms)
+            fresh = self.table()
+            table = table if fresh is None else fresh
+        if table is not None:
+            self.points = steps(table, self._names, self._t0_ms)

@@ -76,3 +76,16 @@ def test_only_this_jobs_engines_are_counted_with_their_real_times(ray_session):
             other.wait(timeout=60)
         except subprocess.TimeoutExpired:
             other.kill()
+
+
+def test_an_unreadable_table_leaves_the_timeline_empty(monkeypatch):
+    # The GCS cannot be read: the run goes on, and its summary has no steps rather than made-up ones.
+    import ray
+
+    def unreachable():
+        raise ConnectionError("GCS unreachable")
+
+    monkeypatch.setattr(ray, "get_runtime_context", unreachable)
+    with ActorTimeline(["Embedder"], settle=1) as timeline:
+        pass
+    assert timeline.points == {"Embedder": []}
