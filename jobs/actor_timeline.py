@@ -71,7 +71,7 @@ def steps(actors: Iterable[Mapping[str, Any]], classes: Mapping[str, str],
                 series.pop()  # one step per 0.1 s: the count at its end
             if not series or series[-1][1] != alive:
                 series.append([at, alive])
-        out[udf] = series or [[0.0, 0]]
+        out[udf] = series
     return out
 
 

@@ -14,7 +14,7 @@ EMBEDDER = pool_class_name("Embedder")
 
 # Another driver (a second job on the same Ray) with one live actor of the engine pool's class name.
 OTHER_JOB = textwrap.dedent("""
-    import sys, time
+    import sys
     import ray
     from ray._private import ray_constants
     ray_constants.ENABLE_RAY_CLUSTER = False  # the session's Ray listens on 127.0.0.1 only
