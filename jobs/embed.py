@@ -41,13 +41,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return
-    # Ray swaps 127.0.0.1 for the machine's routable IP (services.resolve_ip_for_localhost) unless it
-    # believes clusters are off (its Windows/macOS mode); then every Ray server and agent listens on
-    # loopback only. tests/test_security.py checks the listening sockets.
-    from ray._private import ray_constants
+    from cluster.local_ray import start_local_ray
 
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=True, num_cpus=num_cpus)
+    start_local_ray(num_cpus=num_cpus, log_to_driver=True)
 
 
 def in_rerank_section(err: ConfigError) -> ConfigError:

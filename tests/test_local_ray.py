@@ -1,0 +1,76 @@
+"""The per-run local Ray's start: the raylet wait that replaces Ray's 1-second poll, and its fallbacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster import local_ray
+
+
+def test_wait_for_node_sees_the_running_raylet_and_times_out_on_an_unknown_node(ray_session):
+    ctx = ray_session.get_runtime_context()
+    gcs = ctx.gcs_address
+    assert local_ray.wait_for_node(gcs, ctx.get_node_id(), timeout_s=5)
+    assert not local_ray.wait_for_node(gcs, "ab" * 28, timeout_s=0.2)
+
+
+def test_the_lookup_is_patched_only_while_ray_starts_and_falls_back_to_rays_own(monkeypatch):
+    from ray._private import services
+
+    calls: list[tuple[str, str]] = []
+
+    def rays_lookup(gcs_address: str, node_id: str) -> dict[str, str]:
+        calls.append((gcs_address, node_id))
+        return {"NodeID": node_id}
+
+    monkeypatch.setattr(services, "get_node", rays_lookup)
+
+    def unreachable(*_args, **_kwargs):
+        raise ConnectionError("no GCS here")
+
+    monkeypatch.setattr(local_ray, "wait_for_node", unreachable)
+    with local_ray.prompt_node_check():
+        assert services.get_node is not rays_lookup
+        # The wait failing is not an error of its own: Ray's lookup runs and answers (or raises its own error).
+        assert services.get_node("127.0.0.1:1", "cd" * 28) == {"NodeID": "cd" * 28}
+    assert services.get_node is rays_lookup
+    assert calls == [("127.0.0.1:1", "cd" * 28)]
+
+
+def test_the_lookup_is_restored_when_ray_init_fails(monkeypatch):
+    from ray._private import services
+
+    original = services.get_node
+    with pytest.raises(RuntimeError, match="init failed"):
+        with local_ray.prompt_node_check():
+            raise RuntimeError("init failed")
+    assert services.get_node is original
+
+
+def test_a_local_ray_started_this_way_answers_and_listens_on_loopback():
+    """A fresh driver process: the job's own start path, end to end (the session's Ray is another process's)."""
+    script = (
+        "import ray\n"
+        "from cluster import local_ray\n"
+        "from ray._private import services\n"
+        "waits = []\n"
+        "wait = local_ray.wait_for_node\n"
+        "local_ray.wait_for_node = lambda *a, **k: waits.append(wait(*a, **k)) or waits[-1]\n"
+        "local_ray.start_local_ray(num_cpus=1)\n"
+        "assert waits == [True], waits  # ray.init's node lookup went through the prompt wait\n"
+        "assert services.get_node.__module__ == 'ray._private.services'\n"
+        "assert {n['NodeManagerAddress'] for n in ray.nodes()} == {'127.0.0.1'}\n"
+        "print('answer', ray.get(ray.remote(lambda: 41 + 1).remote()))\n"
+        "ray.shutdown()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                          cwd=str(Path(__file__).resolve().parent.parent),
+                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "answer 42" in done.stdout
+
