@@ -1,4 +1,4 @@
-"""The per-run local Ray's start: the raylet wait that replaces Ray's 1-second poll, and its fallbacks."""
+"""The per-run local Ray's start: the raylet wait that replaces Ray's 1-second poll, no dashboard process, fallbacks."""
 
 from __future__ import annotations
 
@@ -52,7 +52,19 @@ def test_the_lookup_is_restored_when_ray_init_fails(monkeypatch):
     assert services.get_node is original
 
 
-def test_a_local_ray_started_this_way_answers_and_listens_on_loopback():
+def test_the_dashboard_start_is_skipped_only_while_ray_starts():
+    from ray._private import node
+
+    original = node.Node.start_api_server
+    with pytest.raises(RuntimeError, match="init failed"):
+        with local_ray.no_dashboard_process():
+            assert node.Node.start_api_server is not original
+            assert node.Node.start_api_server(object(), include_dashboard=False, raise_on_failure=False) is None
+            raise RuntimeError("init failed")
+    assert node.Node.start_api_server is original
+
+
+def test_a_local_ray_started_this_way_answers_on_loopback_without_a_dashboard():
     """A fresh driver process: the job's own start path, end to end (the session's Ray is another process's)."""
     script = (
         "import ray\n"
@@ -65,6 +77,11 @@ def test_a_local_ray_started_this_way_answers_and_listens_on_loopback():
         "assert waits == [True], waits  # ray.init's node lookup went through the prompt wait\n"
         "assert services.get_node.__module__ == 'ray._private.services'\n"
         "assert {n['NodeManagerAddress'] for n in ray.nodes()} == {'127.0.0.1'}\n"
+        "import psutil\n"
+        "cmds = [' '.join(c.cmdline()) for c in psutil.Process().children(recursive=True)]\n"
+        "assert any('raylet' in c for c in cmds) and not any('dashboard/dashboard.py' in c for c in cmds), cmds\n"
+        "from ray._private import node\n"
+        "assert node.Node.start_api_server.__module__ == 'ray._private.node'\n"
         "print('answer', ray.get(ray.remote(lambda: 41 + 1).remote()))\n"
         "ray.shutdown()\n"
     )
