@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 log = logging.getLogger("batch_embed")
@@ -57,48 +57,47 @@ def wait_for_node(gcs_address: str, node_id: str, timeout_s: float = 30.0, poll_
 
 
 @contextmanager
-def prompt_node_check() -> Iterator[None]:
-    """While `ray.init` runs: its node lookup first waits for the raylet with `wait_for_node`.
+def _replaced(owner: Any, name: str, replacement: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """`owner.name` is `replacement(original)` inside the block, the original again after it (also on errors).
 
-    Anything unexpected (another Ray version's internals) falls back to Ray's own lookup,
-    which keeps its timeout and its error message.
+    Left as it is where `owner` has no `name` (another Ray version's internals).
     """
-    from ray._private import services
-
-    original: Callable[[str, str], Any] | None = getattr(services, "get_node", None)
+    original = getattr(owner, name, None)
     if original is None:
         yield
         return
-
-    def get_node(gcs_address: str, node_id: str) -> Any:
-        try:
-            wait_for_node(gcs_address, node_id)
-        except Exception as err:  # noqa: BLE001 - Ray's lookup below reports the real problem
-            log.debug("raylet wait skipped: %s", err)
-        return original(gcs_address, node_id)
-
-    services.get_node = get_node
+    setattr(owner, name, replacement(original))
     try:
         yield
     finally:
-        services.get_node = original
+        setattr(owner, name, original)
 
 
-@contextmanager
-def no_dashboard_process() -> Iterator[None]:
+def prompt_node_check() -> AbstractContextManager[None]:
+    """While `ray.init` runs: its node lookup first waits for the raylet with `wait_for_node`.
+
+    Anything unexpected falls back to Ray's own lookup, which keeps its timeout and its error message.
+    """
+    from ray._private import services
+
+    def waiting_first(original: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+        def get_node(gcs_address: str, node_id: str) -> Any:
+            try:
+                wait_for_node(gcs_address, node_id)
+            except Exception as err:  # noqa: BLE001 - Ray's lookup below reports the real problem
+                log.debug("raylet wait skipped: %s", err)
+            return original(gcs_address, node_id)
+
+        return get_node
+
+    return _replaced(services, "get_node", waiting_first)
+
+
+def no_dashboard_process() -> AbstractContextManager[None]:
     """While `ray.init` runs: the head starts without its dashboard (API server) process."""
     from ray._private import node
-
-    original = getattr(node.Node, "start_api_server", None)
-    if original is None:
-        yield
-        return
 
     def start_api_server(self: Any, **_kwargs: Any) -> None:
         return None  # Node keeps no dashboard URL and no dashboard process to stop
 
-    node.Node.start_api_server = start_api_server
-    try:
-        yield
-    finally:
-        node.Node.start_api_server = original
+    return _replaced(node.Node, "start_api_server", lambda _original: start_api_server)

@@ -42,7 +42,7 @@ def test_the_lookup_is_patched_only_while_ray_starts_and_falls_back_to_rays_own(
     assert calls == [("127.0.0.1:1", "cd" * 28)]
 
 
-def test_the_lookup_is_restored_when_ray_init_fails(monkeypatch):
+def test_the_lookup_is_restored_when_ray_init_fails():
     from ray._private import services
 
     original = services.get_node
