@@ -1,6 +1,6 @@
 """Compose the operators into a lazy Ray Data pipeline and drive it to committed Lance versions.
 
-read (ParquetShardSource) -> RowValidator (tasks) -> Embedder (autoscaling actor pool)
+read (ParquetShardSource) -> RowValidator -> InputTokenizer (tasks) -> Embedder (autoscaling actor pool)
 -> LanceFragmentWriter (tasks) -> LanceCommitter (driver, every N rows / T seconds)
 """
 
@@ -14,6 +14,7 @@ from jobs.committed_run import TableRun, run_committed
 from jobs.plan import EmbedPlan
 from jobs.summary import RunSummary, actors_report, write_summary
 from operators.embedder import Embedder, EmbedderSpec
+from operators.input_tokenizer import InputTokenizer
 from operators.lance_sink import LanceFragmentWriter
 from operators.parquet_source import ParquetShardSource
 from operators.row_validator import RowValidator
@@ -28,8 +29,9 @@ log = logging.getLogger("batch_embed")
 ENGINE_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "VLLM_LOGGING_LEVEL": "WARNING",
-    # The actor tokenises a batch while its engine waits: on all of the actor's cores
-    # (RAYON_NUM_THREADS, see engine_env) MiniLM's 5k-row bench run spends 0.52 s there
+    # Where the actor tokenises itself (no tokenizer stage: mining, eval, reranking queries, or a
+    # model without tokenizer.json), its engine waits meanwhile: on all of the actor's cores
+    # (RAYON_NUM_THREADS, see engine_env) MiniLM's 5k-row bench run spent 0.52 s there
     # instead of 0.85 s on one. Explicit, as a job-level runtime_env may say "false"
     # (cluster/submit.py does, for the driver); nothing in the actor forks a child that tokenises.
     "TOKENIZERS_PARALLELISM": "true",
@@ -103,6 +105,8 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     ds = ray.data.read_datasource(source)
     validator = RowValidator(registry, shard_index, plan.provenance, index)
     ds = ds.map_batches(validator, batch_format="pyarrow", batch_size=None)
+    # Tokenised in the tasks (Ray Data fuses them with the validator's), so the engine actors only embed.
+    ds = ds.map_batches(InputTokenizer(embedder), batch_format="pyarrow", batch_size=None)
     ds = ds.map_batches(
         Embedder,
         fn_constructor_args=(embedder,),

@@ -6,6 +6,9 @@ Column contract:
 - adds `vector` (fixed-size list of `dimensions` float32; null where not embedded),
   `n_tokens` (int32, tokens the model saw, end token included; 0 where not embedded)
   and `truncated` (bool, input was cut to `max_tokens`).
+- optionally takes `token_ids` and `truncated` from operators/input_tokenizer.py (rows it left
+  null are tokenised here; the first ids are checked against this actor's own tokenizer) and
+  drops `token_ids` from its output.
 - with `spec.document_column` set (hard-negative mining: query and positive in one engine),
   also embeds that column as documents (no instruction) and adds `document_score` (float32,
   cosine of the row's two vectors; null where not embedded); its tokens count in `n_tokens`.
@@ -13,6 +16,7 @@ Column contract:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +29,8 @@ from operators.engine import EngineSpec, PoolingEngine
 from operators.model_spec import END_TOKEN, ModelSpec
 from operators.prompts import cut_and_end, cut_keep_last, format_input, group_by_token_budget
 from operators.vectors import mrl_truncate
+
+log = logging.getLogger("batch_embed")
 
 REQUIRED = ("id", "text", "reject_reason", "action")
 EMBED_ACTIONS = ("new", "changed")
@@ -47,8 +53,27 @@ class EmbedderSpec:
     document_column: str | None = None  # also embed this column as documents, see the module docstring
 
 
+def apply_input_rules(encoded: list[list[int]], texts: list[str], clipped: list[str], max_tokens: int,
+                      end_id: int | None) -> tuple[list[list[int]], list[bool]]:
+    """The job's cut rules on raw tokenizer output: the end token kept last, `truncated` where anything was cut."""
+    out, cut = [], []
+    for ids, text, short in zip(encoded, texts, clipped, strict=True):
+        if end_id is not None:
+            ids, truncated = cut_and_end(ids, max_tokens, end_id)
+        else:
+            ids, truncated = cut_keep_last(ids, max_tokens)
+        out.append(ids)
+        cut.append(truncated or len(short) < len(text))
+    return out, cut
+
+
+def clip_texts(texts: list[str], max_tokens: int) -> list[str]:
+    cap = max_tokens * _CHARS_PER_TOKEN_BOUND
+    return [t[:cap] for t in texts]
+
+
 class Tokenizer:
-    """The model's HF tokenizer applying the job's input rules (shared with the driver's estimate)."""
+    """The model's HF tokenizer applying the job's input rules (the reference `input_tokenizer` is checked against)."""
 
     def __init__(self, model: ModelSpec, max_tokens: int, trust_remote_code: bool = False):
         from transformers import AutoTokenizer
@@ -73,48 +98,74 @@ class Tokenizer:
         """Token ids per text, cut to `max_tokens`; special-token text is split as plain text."""
         if not texts:  # HF tokenizers fail on an empty batch (all rows unchanged or rejected)
             return [], []
-        cap = self._max_tokens * _CHARS_PER_TOKEN_BOUND
-        clipped = [t[:cap] for t in texts]
+        clipped = clip_texts(texts, self._max_tokens)
         enc = self._tok(
             clipped,
             add_special_tokens=self._end_id is None,
             split_special_tokens=True,
             return_attention_mask=False,
         )["input_ids"]
-        out, cut = [], []
-        for ids, text, short in zip(enc, texts, clipped, strict=True):
-            if self._end_id is not None:
-                ids, truncated = cut_and_end(ids, self._max_tokens, self._end_id)
-            else:
-                ids, truncated = cut_keep_last(ids, self._max_tokens)
-            out.append(ids)
-            cut.append(truncated or len(short) < len(text))
-        return out, cut
+        return apply_input_rules(enc, texts, clipped, self._max_tokens, self._end_id)
 
 
 class Embedder:
     """Ray Data callable class; heavy set-up (tokenizer, vLLM engine) happens once per actor."""
 
+    # Staged ids (operators/input_tokenizer.py) checked against this actor's own tokenizer, once.
+    CHECK_ROWS = 16
+
     def __init__(self, spec: EmbedderSpec):
         self.spec = spec
         self.tokenizer = Tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code)
         self.engine = PoolingEngine(spec.engine)
+        self._staged_ok: bool | None = None  # unknown until the first batch that carries token_ids
 
-    def _embed(self, prompts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:
-        """(len(prompts), width) MRL vectors, token counts and cut flags."""
+    def _embed(self, prompts: list[str], staged: tuple[list[list[int]], list[bool]] | None = None,
+               ) -> tuple[np.ndarray, list[int], list[bool]]:
+        """(len(prompts), width) MRL vectors, token counts and cut flags; `staged`: the inputs, already tokenised."""
         spec = self.spec
-        token_ids, truncated = self.tokenizer.encode(prompts)
+        token_ids, truncated = staged if staged is not None else self.tokenizer.encode(prompts)
         lengths = [len(ids) for ids in token_ids]
         full: np.ndarray | None = None
         for group in group_by_token_budget(lengths, spec.batch_tokens):
             out = self.engine.embed([token_ids[i] for i in group])
             if full is None:
-                full = np.zeros((len(prompts), out.shape[1]), dtype=np.float32)
+                full = np.zeros((len(token_ids), out.shape[1]), dtype=np.float32)
             full[group] = out
         if full is None:
             return np.zeros((0, spec.width), dtype=np.float32), lengths, truncated
         self._check_width(full.shape[1])
         return mrl_truncate(full, spec.dimensions), lengths, truncated
+
+    def _prompts(self, batch: pa.Table, rows: np.ndarray) -> list[str]:
+        spec = self.spec
+        texts = batch.column("text").take(pa.array(rows)).to_pylist()
+        return [format_input(t, spec.input_type, spec.instruction) for t in texts]
+
+    def _staged(self, batch: pa.Table, rows: np.ndarray) -> tuple[list[list[int]], list[bool]] | None:
+        """The rows' ids from the tokenizer stage (rows it left null tokenised here); None: tokenise them all here."""
+        if "token_ids" not in batch.column_names or self._staged_ok is False or not len(rows):
+            return None
+        taken = pa.array(rows)
+        ids = batch.column("token_ids").take(taken).to_pylist()
+        cut = batch.column("truncated").take(taken).to_pylist()
+        missing = [i for i, x in enumerate(ids) if x is None]
+        if len(missing) == len(ids):
+            return None
+        prompts = self._prompts(batch, rows) if missing or self._staged_ok is None else None
+        if self._staged_ok is None:
+            present = [i for i, x in enumerate(ids) if x is not None][: self.CHECK_ROWS]
+            own, own_cut = self.tokenizer.encode([prompts[i] for i in present])
+            self._staged_ok = own == [ids[i] for i in present] and own_cut == [cut[i] for i in present]
+            if not self._staged_ok:
+                log.warning("model.name: %s: the tokenizer stage's ids differ from transformers' tokenizer; "
+                            "this actor tokenises every row itself", self.spec.model.name)
+                return None
+        if missing:
+            own, own_cut = self.tokenizer.encode([prompts[i] for i in missing])
+            for i, x, c in zip(missing, own, own_cut, strict=True):
+                ids[i], cut[i] = x, c
+        return ids, cut
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED + ((self.spec.document_column,) if self.spec.document_column else ()),
@@ -124,8 +175,9 @@ class Embedder:
         n = batch.num_rows
         ok = pc.is_in(batch.column("action"), pa.array(EMBED_ACTIONS)).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(ok)
-        texts = batch.column("text").take(rows).to_pylist()
-        embedded, lengths, truncated = self._embed([format_input(t, spec.input_type, spec.instruction) for t in texts])
+        staged = self._staged(batch, rows)
+        prompts = self._prompts(batch, rows) if staged is None else []
+        embedded, lengths, truncated = self._embed(prompts, staged)
         width = spec.width
         vectors = np.zeros((n, width), dtype=np.float32)
         vectors[rows] = embedded
@@ -137,8 +189,9 @@ class Embedder:
 
         mask = pa.array(~ok)
         vector_col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), width, mask=mask)
+        out = batch.drop_columns([c for c in ("token_ids", "truncated") if c in batch.column_names])
         out = (
-            batch.append_column("vector", vector_col)
+            out.append_column("vector", vector_col)
             .append_column("n_tokens", pa.array(n_tokens))
             .append_column("truncated", pa.array(cut))
         )

@@ -1,0 +1,152 @@
+"""The tokenizer stage (operators/input_tokenizer.py): same ids as the actor's AutoTokenizer, and the
+Embedder's handling of staged ids (used, completed, or refused when they differ). No engine: fast tier."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from operators.embedder import Embedder, EmbedderSpec, Tokenizer
+from operators.engine import EngineSpec
+from operators.input_tokenizer import FastTokenizer, InputTokenizer, token_ids_column
+from operators.model_spec import ModelSpec, load_model_spec
+
+INSTRUCTION = "Given a question, retrieve passages that answer it"
+TEXTS = [
+    "def parse(x):\n    return int(x)",
+    "",
+    " ",
+    "a text that literally ends in the end token <|endoftext|>",
+    "chat markup <|im_start|>user\nhi<|im_end|> inside a document",
+    "[CLS] bert specials [SEP] [MASK] as plain text",
+    "Ünïcödé ÀÉÎ straße 東京 İstanbul ﬁ 🙂\t\ttabs",
+    "word " * 400,  # cut to max_tokens
+    "x" * 50_000,  # cut by characters before tokenising
+]
+
+
+def _spec(model: ModelSpec, input_type: str = "document", instruction: str = "", max_tokens: int = 48) -> EmbedderSpec:
+    return EmbedderSpec(model=model, engine=EngineSpec(model_path=model.path, max_model_len=max_tokens),
+                        input_type=input_type, instruction=instruction, max_tokens=max_tokens, dimensions=None,
+                        width=model.hidden_size or 0, batch_tokens=4096)
+
+
+@pytest.fixture(scope="module", params=["tiny-qwen3", "minilm"])
+def model(request, tiny_qwen3, minilm_path) -> ModelSpec:
+    return load_model_spec(str(tiny_qwen3 if request.param == "tiny-qwen3" else minilm_path))
+
+
+@pytest.mark.parametrize("max_tokens", [8, 48, 256])
+def test_same_ids_and_cuts_as_the_actor_tokenizer(model, max_tokens):
+    fast = FastTokenizer.load(model, max_tokens)
+    assert fast is not None
+    reference = Tokenizer(model, max_tokens)
+    ids, cut = fast.encode(TEXTS)
+    want_ids, want_cut = reference.encode(TEXTS)
+    assert ids == want_ids
+    assert cut == want_cut
+    assert any(cut) and not all(cut)
+    if model.appends_end_token:
+        assert all(x[-1] == reference.end_id for x in ids)
+
+
+def batch(texts: list[str | None], actions: list[str | None]) -> pa.Table:
+    return pa.table({"id": [str(i) for i in range(len(texts))], "text": texts, "action": actions,
+                     "reject_reason": [None if a else "null_text" for a in actions]})
+
+
+def test_stage_tokenises_only_rows_to_embed(tiny_qwen3):
+    model = load_model_spec(str(tiny_qwen3))
+    spec = _spec(model, "query", INSTRUCTION, max_tokens=12)
+    texts = ["first query", None, "unchanged row", "a much longer query " * 10]
+    out = InputTokenizer(spec)(batch(texts, ["new", None, "unchanged", "changed"]))
+
+    assert out.column_names[-2:] == ["token_ids", "truncated"]
+    assert out.schema.field("token_ids").type == pa.list_(pa.int32())
+    ids = out.column("token_ids").to_pylist()
+    assert ids[1] is None and ids[2] is None
+    want, want_cut = Tokenizer(model, 12).encode([f"Instruct: {INSTRUCTION}\nQuery:{t}" for t in (texts[0], texts[3])])
+    assert [ids[0], ids[3]] == want
+    assert out.column("truncated").to_pylist() == [want_cut[0], False, False, want_cut[1]]
+    assert want_cut == [True, True]  # the instruction alone is longer than 12 tokens
+
+
+def test_stage_leaves_ids_null_without_a_tokenizer_json(tiny_qwen3, tmp_path):
+    folder = Path(shutil.copytree(tiny_qwen3, tmp_path / "model"))
+    (folder / "tokenizer.json").unlink()
+    spec = _spec(load_model_spec(str(folder)))
+    out = InputTokenizer(spec)(batch(["one", "two"], ["new", "new"]))
+    assert out.column("token_ids").null_count == 2
+    assert out.column("truncated").to_pylist() == [False, False]
+
+
+def test_token_ids_column_places_rows_and_nulls():
+    col = token_ids_column(5, rows=pa.array([0, 3]).to_numpy(), ids=[[1, 2, 3], [7]])
+    assert col.to_pylist() == [[1, 2, 3], None, None, [7], None]
+    empty = token_ids_column(2, rows=pa.array([], pa.int64()).to_numpy(), ids=[])
+    assert empty.to_pylist() == [None, None]
+
+
+class _NoEngineEmbedder(Embedder):
+    """The Embedder's input handling with a recording stand-in for the engine's `embed` (no vLLM)."""
+
+    def __init__(self, spec: EmbedderSpec):
+        self.spec = spec
+        self.tokenizer = Tokenizer(spec.model, spec.max_tokens)
+        self._staged_ok = None
+        self.seen: list[list[int]] = []
+        self.engine = self
+
+    def embed(self, token_ids):
+        import numpy as np
+
+        self.seen.extend(token_ids)
+        return np.ones((len(token_ids), 4), dtype=np.float32)
+
+    def _check_width(self, produced: int) -> None:
+        pass
+
+
+@pytest.fixture()
+def tiny_spec(tiny_qwen3) -> EmbedderSpec:
+    spec = _spec(load_model_spec(str(tiny_qwen3)))
+    return EmbedderSpec(**{**spec.__dict__, "width": 4})
+
+
+def test_embedder_uses_staged_ids_and_fills_the_missing_ones(tiny_spec):
+    texts = ["alpha beta", "gamma", "delta epsilon zeta"]
+    staged = InputTokenizer(tiny_spec)(batch(texts, ["new"] * 3))
+    ids = staged.column("token_ids").to_pylist()
+    ids[1] = None  # a worker without the fast tokenizer
+    column = pa.array(ids, pa.list_(pa.int32()))
+    staged = staged.set_column(staged.schema.get_field_index("token_ids"), "token_ids", column)
+
+    embedder = _NoEngineEmbedder(tiny_spec)
+    out = embedder(staged)
+    want, _ = Tokenizer(tiny_spec.model, tiny_spec.max_tokens).encode(texts)
+    assert sorted(embedder.seen) == sorted(want)
+    assert embedder._staged_ok is True
+    assert "token_ids" not in out.column_names
+    assert out.column_names.count("truncated") == 1
+    assert out.column("n_tokens").to_pylist() == [len(x) for x in want]
+
+
+def test_embedder_refuses_staged_ids_that_differ(tiny_spec, caplog):
+    texts = ["alpha beta", "gamma"]
+    wrong = (batch(texts, ["new", "new"])
+             .append_column("token_ids", pa.array([[5, 6, 7], [8]], pa.list_(pa.int32())))
+             .append_column("truncated", pa.array([False, False])))
+    embedder = _NoEngineEmbedder(tiny_spec)
+    with caplog.at_level(logging.WARNING, logger="batch_embed"):
+        embedder(wrong)
+    want, _ = Tokenizer(tiny_spec.model, tiny_spec.max_tokens).encode(texts)
+    assert sorted(embedder.seen) == sorted(want)
+    assert embedder._staged_ok is False
+    assert "model.name" in caplog.text and "tokenises every row itself" in caplog.text
+    embedder.seen.clear()
+    embedder(wrong)  # later batches: not trusted either
+    assert sorted(embedder.seen) == sorted(want)
