@@ -25,6 +25,9 @@ from typing import Any
 log = logging.getLogger("batch_embed")
 
 POLL_S = 0.02
+# Well inside Ray's own wait (`raylet_start_wait_time_s`, 30 s), which follows this one: a raylet
+# that never registers still fails with Ray's error, after ~40 s rather than ~60 s.
+NODE_WAIT_S = 10.0
 
 
 def start_local_ray(num_cpus: int | None = None, **init_kwargs: Any) -> None:
@@ -83,7 +86,7 @@ def prompt_node_check() -> AbstractContextManager[None]:
     def waiting_first(original: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
         def get_node(gcs_address: str, node_id: str) -> Any:
             try:
-                wait_for_node(gcs_address, node_id)
+                wait_for_node(gcs_address, node_id, timeout_s=NODE_WAIT_S)
             except Exception as err:  # noqa: BLE001 - Ray's lookup below reports the real problem
                 log.debug("raylet wait skipped: %s", err)
             return original(gcs_address, node_id)
