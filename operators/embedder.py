@@ -72,8 +72,19 @@ def clip_texts(texts: list[str], max_tokens: int) -> list[str]:
     return [t[:cap] for t in texts]
 
 
+def embed_mask(batch: pa.Table) -> np.ndarray:
+    """True for the rows whose `action` asks for a vector."""
+    return pc.is_in(batch.column("action"), pa.array(EMBED_ACTIONS)).to_numpy(zero_copy_only=False)
+
+
+def prompts_at(batch: pa.Table, rows: np.ndarray, spec: EmbedderSpec) -> list[str]:
+    """The model inputs (query instruction applied) of the rows at `rows`."""
+    texts = batch.column("text").take(pa.array(rows, pa.int64())).to_pylist()
+    return [format_input(t, spec.input_type, spec.instruction) for t in texts]
+
+
 class Tokenizer:
-    """The model's HF tokenizer applying the job's input rules (the reference `input_tokenizer` is checked against)."""
+    """The model's HF tokenizer applying the job's input rules (the reference for operators/input_tokenizer.py)."""
 
     def __init__(self, model: ModelSpec, max_tokens: int, trust_remote_code: bool = False):
         from transformers import AutoTokenizer
@@ -120,11 +131,13 @@ class Embedder:
         self.engine = PoolingEngine(spec.engine)
         self._staged_ok: bool | None = None  # unknown until the first batch that carries token_ids
 
-    def _embed(self, prompts: list[str], staged: tuple[list[list[int]], list[bool]] | None = None,
-               ) -> tuple[np.ndarray, list[int], list[bool]]:
-        """(len(prompts), width) MRL vectors, token counts and cut flags; `staged`: the inputs, already tokenised."""
+    def _embed(self, prompts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:
+        """(len(prompts), width) MRL vectors, token counts and cut flags."""
+        return self._embed_ids(*self.tokenizer.encode(prompts))
+
+    def _embed_ids(self, token_ids: list[list[int]], truncated: list[bool]) -> tuple[np.ndarray, list[int], list[bool]]:
+        """`_embed` of inputs already tokenised."""
         spec = self.spec
-        token_ids, truncated = staged if staged is not None else self.tokenizer.encode(prompts)
         lengths = [len(ids) for ids in token_ids]
         full: np.ndarray | None = None
         for group in group_by_token_budget(lengths, spec.batch_tokens):
@@ -137,11 +150,6 @@ class Embedder:
         self._check_width(full.shape[1])
         return mrl_truncate(full, spec.dimensions), lengths, truncated
 
-    def _prompts(self, batch: pa.Table, rows: np.ndarray) -> list[str]:
-        spec = self.spec
-        texts = batch.column("text").take(pa.array(rows)).to_pylist()
-        return [format_input(t, spec.input_type, spec.instruction) for t in texts]
-
     def _staged(self, batch: pa.Table, rows: np.ndarray) -> tuple[list[list[int]], list[bool]] | None:
         """The rows' ids from the tokenizer stage (rows it left null tokenised here); None: tokenise them all here."""
         if "token_ids" not in batch.column_names or self._staged_ok is False or not len(rows):
@@ -152,17 +160,16 @@ class Embedder:
         missing = [i for i, x in enumerate(ids) if x is None]
         if len(missing) == len(ids):
             return None
-        prompts = self._prompts(batch, rows) if missing or self._staged_ok is None else None
         if self._staged_ok is None:
             present = [i for i, x in enumerate(ids) if x is not None][: self.CHECK_ROWS]
-            own, own_cut = self.tokenizer.encode([prompts[i] for i in present])
+            own, own_cut = self.tokenizer.encode(prompts_at(batch, rows[present], self.spec))
             self._staged_ok = own == [ids[i] for i in present] and own_cut == [cut[i] for i in present]
             if not self._staged_ok:
                 log.warning("model.name: %s: the tokenizer stage's ids differ from transformers' tokenizer; "
                             "this actor tokenises every row itself", self.spec.model.name)
                 return None
         if missing:
-            own, own_cut = self.tokenizer.encode([prompts[i] for i in missing])
+            own, own_cut = self.tokenizer.encode(prompts_at(batch, rows[missing], self.spec))
             for i, x, c in zip(missing, own, own_cut, strict=True):
                 ids[i], cut[i] = x, c
         return ids, cut
@@ -173,11 +180,13 @@ class Embedder:
         faults.point("embed_batch")
         spec = self.spec
         n = batch.num_rows
-        ok = pc.is_in(batch.column("action"), pa.array(EMBED_ACTIONS)).to_numpy(zero_copy_only=False)
+        ok = embed_mask(batch)
         rows = np.flatnonzero(ok)
         staged = self._staged(batch, rows)
-        prompts = self._prompts(batch, rows) if staged is None else []
-        embedded, lengths, truncated = self._embed(prompts, staged)
+        if staged is None:
+            embedded, lengths, truncated = self._embed(prompts_at(batch, rows, spec))
+        else:
+            embedded, lengths, truncated = self._embed_ids(*staged)
         width = spec.width
         vectors = np.zeros((n, width), dtype=np.float32)
         vectors[rows] = embedded

@@ -27,12 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from operators.contract import require_columns
-from operators.embedder import EMBED_ACTIONS, apply_input_rules, clip_texts
+from operators.embedder import EmbedderSpec, apply_input_rules, clip_texts, embed_mask, prompts_at
 from operators.model_spec import END_TOKEN, ModelSpec
-from operators.prompts import format_input
 
 REQUIRED = ("text", "action")
 TOKEN_IDS = pa.list_(pa.int32())
@@ -83,37 +81,34 @@ def fast_tokenizer(model: ModelSpec, max_tokens: int, trust_remote_code: bool) -
     return FastTokenizer.load(model, max_tokens, trust_remote_code)
 
 
-def token_ids_column(n: int, rows: np.ndarray, ids: list[list[int]]) -> pa.Array:
-    """list<int32> of `n` rows holding `ids` at positions `rows`, null elsewhere (built without per-row lists)."""
-    lengths = np.zeros(n, dtype=np.int32)
-    lengths[rows] = [len(x) for x in ids]
-    offsets = np.zeros(n + 1, dtype=np.int32)
+def token_ids_column(present: np.ndarray, ids: list[list[int]]) -> pa.Array:
+    """list<int32> holding `ids`, in order, where `present` is True and null elsewhere (no per-row arrays built)."""
+    lengths = np.zeros(len(present), dtype=np.int32)
+    lengths[present] = [len(x) for x in ids]
+    offsets = np.zeros(len(present) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))
-    present = np.zeros(n, dtype=bool)
-    present[rows] = True
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=TOKEN_IDS, mask=pa.array(~present))
 
 
 class InputTokenizer:
     """Ray Data callable (plain tasks): the Embedder's inputs, tokenised. `spec` is the Embedder's EmbedderSpec."""
 
-    def __init__(self, spec):
+    def __init__(self, spec: EmbedderSpec):
         self.spec = spec
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED, "InputTokenizer")
         spec = self.spec
         n = batch.num_rows
-        ok = pc.is_in(batch.column("action"), pa.array(EMBED_ACTIONS)).to_numpy(zero_copy_only=False)
+        ok = embed_mask(batch)
         rows = np.flatnonzero(ok)
         tok = fast_tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code) if len(rows) else None
         cut = np.zeros(n, dtype=bool)
         if tok is None:
             ids_col = pa.nulls(n, TOKEN_IDS)
         else:
-            texts = batch.column("text").take(pa.array(rows)).to_pylist()
-            ids, truncated = tok.encode([format_input(t, spec.input_type, spec.instruction) for t in texts])
-            ids_col = token_ids_column(n, rows, ids)
+            ids, truncated = tok.encode(prompts_at(batch, rows, spec))
+            ids_col = token_ids_column(ok, ids)
             cut[rows] = truncated
         return batch.append_column("token_ids", ids_col).append_column("truncated", pa.array(cut))

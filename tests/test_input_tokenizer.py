@@ -7,6 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -85,9 +86,9 @@ def test_stage_leaves_ids_null_without_a_tokenizer_json(tiny_qwen3, tmp_path):
 
 
 def test_token_ids_column_places_rows_and_nulls():
-    col = token_ids_column(5, rows=pa.array([0, 3]).to_numpy(), ids=[[1, 2, 3], [7]])
+    col = token_ids_column(np.array([True, False, False, True, False]), ids=[[1, 2, 3], [7]])
     assert col.to_pylist() == [[1, 2, 3], None, None, [7], None]
-    empty = token_ids_column(2, rows=pa.array([], pa.int64()).to_numpy(), ids=[])
+    empty = token_ids_column(np.array([False, False]), ids=[])
     assert empty.to_pylist() == [None, None]
 
 
