@@ -155,6 +155,9 @@ def test_small_bench_run_produces_every_figure(tmp_path):
     out = tmp_path / "bench"
     proc, report = _bench(out, "--rows", "240", timeout=1500)
     assert report["errors"] == {}
+    # One untimed raw run first, so that no timed contender pays the machine's first-time caches.
+    assert report["warm_up"]["rows"] == 64 and report["warm_up"]["seconds"] > 0
+    assert "[warm-up]" in proc.stdout and (out / "logs" / "warm-up.log").exists()
     contenders = report["contenders"]
     assert set(contenders) == {"raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive"}
     for name, f in contenders.items():
