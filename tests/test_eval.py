@@ -116,12 +116,18 @@ def test_metrics_equal_an_independent_exact_search(retrieval_table, minilm_path,
     assert (tmp_path / "metrics.html").read_text().count("<svg") >= 1
 
     rankings, qrels, _ = independent_search(retrieval_table, minilm_path, DIMS)
+    # Same document vectors, same exact search; the query vectors differ by float noise (the job's
+    # engine runs bf16, sentence-transformers fp32), so a near-tie may swap two neighbours. At a
+    # cut-off (rank 10 or 100) a swap moves that query's recall by a whole relevant document: the
+    # mean by 1 / queries. Seen: recall moved by 1 or 2 of ~610 queries at 128 and 32 dims (MiniLM
+    # was not trained for Matryoshka: its short vectors have more near-ties), nDCG and MRR by less.
+    # The bugs this guards against move them by more (measured on this set: k off by one, 8-12
+    # queries' worth of recall@10; truncated vectors not re-normalised, 7 at 128 dims, 25 at 32).
+    few_queries = 5.0 / len(qrels)
     for d in DIMS:
         want = independent_metrics(rankings[d], qrels)
         for key, value in want.items():
-            # Same vectors, same exact search: equal but for float noise between two engines'
-            # query vectors (a near-tie may swap two neighbours in one query of ~300).
-            assert got["dims"][str(d)][key] == pytest.approx(value, abs=2e-3), (d, key)
+            assert got["dims"][str(d)][key] == pytest.approx(value, abs=few_queries), (d, key)
     # Smaller sizes lose quality on this model (it was not trained for Matryoshka): a real signal, not noise.
     assert got["dims"]["32"]["ndcg@10"] < got["dims"]["384"]["ndcg@10"]
     assert got["ndcg@10"] > 0.4  # real semantics: summaries find their documentation
