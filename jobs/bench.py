@@ -210,7 +210,7 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
         "contenders": contenders,
         "labels": {k: LABELS[k] for k in contenders if k in LABELS},
         "batching": raw.get("batching"),
-        "raw_engine": {k: raw.get(k) for k in ("tokenize_s", "embed_s", "engine_args")},
+        "raw_engine": {k: raw.get(k) for k in ("tokenize_s", "embed_s", "engine_args", "cpu_scheduling")},
         "driver_memory": memory,
         "autoscaling": {"max": auto.get("max"), "timeline": auto.get("timeline")},
         "rounds": len(rounds),
@@ -249,6 +249,9 @@ def render(report: dict[str, Any]) -> str:
         for name, r in with_rounds:
             lines.append(f"  {LABELS.get(name, name):34} {spread(r['ratio_to_raw'])} | "
                          f"{spread(r['ratio_to_raw_after_start_up'])}")
+    if report.get("raw_engine", {}).get("cpu_scheduling"):
+        lines.append(f"\nCPU engine threads (the job's engines get the same setting): "
+                     f"{report['raw_engine']['cpu_scheduling']}")
     if report.get("batching"):
         lines.append("\nbatching (raw engine, same ids, same process): " + "; ".join(
             f"{k}: {v:.1f} s" for k, v in report["batching"].items()))

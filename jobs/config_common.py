@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from operators.cpu_scheduling import CpuScheduling
+
 
 class ConfigError(ValueError):
     """A bad setting; each line of the message starts with the setting's path."""
@@ -66,6 +68,13 @@ class EngineConfig(_Strict):
     )
     batch_tokens: int = Field(
         16384, ge=64, description="Token budget of one engine call; Ray batches are sized to about this."
+    )
+    cpu_scheduling: CpuScheduling = Field(
+        CpuScheduling.auto,
+        description="CPU engines' compute threads: `auto` runs them at the lowest real-time priority (SCHED_RR) "
+        "where the OS permits it and it is safe, so that Ray's own processes do not preempt them, else at normal "
+        "priority with a warning; `realtime`: the engine fails to start instead; `normal`: never. GPU engines: "
+        "ignored.",
     )
     vllm: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments passed through as is (e.g. enforce_eager)."

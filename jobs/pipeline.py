@@ -14,6 +14,7 @@ from jobs.committed_run import TableRun, run_committed
 from jobs.plan import EmbedPlan
 from jobs.summary import RunSummary, actors_report, write_summary
 from operators.embedder import Embedder, EmbedderSpec
+from operators.engine import NODE_THREADS_ENV
 from operators.input_tokenizer import InputTokenizer
 from operators.lance_sink import LanceFragmentWriter
 from operators.parquet_source import ParquetShardSource
@@ -47,22 +48,34 @@ def resolve_gpus(setting: float | str) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+def largest_node_cpus() -> float:
+    import ray
+
+    return max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
+
+
 def resolve_threads(setting: int | str, max_actors: int) -> int:
     """`auto`: share the largest node's cores among the pool's actors (CPU engines)."""
     if setting != "auto":
         return int(setting)
-    import ray
-
-    node_cpus = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
-    return max(1, int(node_cpus // max_actors))
+    return max(1, int(largest_node_cpus() // max_actors))
 
 
-def engine_env(gpus: float, threads: int) -> dict[str, str]:
+def engines_per_node(eng: Any, node_cpus: float, pools: int = 1) -> int:
+    """The most engine actors of the job's pools Ray may place on one node (by their CPU reservation)."""
+    return max(1, min(eng.actors.max * pools, int(node_cpus // eng.cpus_per_actor)))
+
+
+def engine_env(gpus: float, threads: int, per_node: int = 1) -> dict[str, str]:
+    """Environment of an engine actor: `threads` compute threads, `per_node` engines that may share its node."""
     # Ray sets OMP_NUM_THREADS=<num_cpus> in actors (1 by default); a CPU engine
     # with one thread runs at ~0.7x of two on a 2-core node. The tokenizer's pool
     # takes the actor's share of the node, not every core of it, on GPU nodes too.
     env = {**ENGINE_ENV, "RAYON_NUM_THREADS": str(threads)}
-    return env if gpus > 0 else {**env, "OMP_NUM_THREADS": str(threads)}
+    if gpus > 0:
+        return env
+    # What the engine weighs before it puts its threads on real-time scheduling (operators/cpu_scheduling).
+    return {**env, "OMP_NUM_THREADS": str(threads), NODE_THREADS_ENV: str(threads * per_node)}
 
 
 def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
@@ -79,7 +92,8 @@ def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
         # Placement: Ray Data spreads actor-pool actors over nodes itself (its "SPREAD" default;
         # passing a scheduling strategy is deprecated in 2.60). tests/test_cluster.py checks that a
         # pool of two engines lands on both nodes of a two-node cluster.
-        "runtime_env": {"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor, eng.actors.max * pools))},
+        "runtime_env": {"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor, eng.actors.max * pools),
+                                               engines_per_node(eng, largest_node_cpus(), pools))},
     }
 
 

@@ -88,6 +88,7 @@ class EmbedPlan(SourceRows):
             gpus=gpus,
             trust_remote_code=m.trust_remote_code,
             extra=dict(self.config.engine.vllm),
+            cpu_scheduling=self.config.engine.cpu_scheduling.value,
         )
 
 

@@ -7,6 +7,7 @@ actor wants: one actor, one engine, one process to kill and restart.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from operators.cpu_scheduling import CpuScheduling, make_thread_realtime
 from operators.model_spec import weight_bytes
+
+log = logging.getLogger("batch_embed")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class EngineSpec:
     trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     hf_overrides: dict[str, Any] | None = None  # e.g. RERANKER_OVERRIDES
+    cpu_scheduling: str = CpuScheduling.auto.value  # CPU engines' compute threads: operators/cpu_scheduling.py
 
     @property
     def resolved_dtype(self) -> str:
@@ -100,6 +105,10 @@ class PoolingEngine:
     `batch-embed bench`: ~8% more tokens/s on its own thread; the OpenMP team torch
     starts for a new calling thread is not the one set up at build time). On a GPU
     the thread hop per call is negligible.
+
+    A CPU engine's thread is put on real-time scheduling first (`spec.cpu_scheduling`,
+    operators/cpu_scheduling.py), so the OpenMP team it starts is too; `realtime_off`
+    says why not where it is not (None: real-time).
     """
 
     def __init__(self, spec: EngineSpec):
@@ -107,7 +116,19 @@ class PoolingEngine:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.spec = spec
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
+        self.realtime_off = self._schedule_engine_thread()
         self.llm = self._on_engine_thread(_build_llm, spec)
+
+    def _schedule_engine_thread(self) -> str | None:
+        """Real-time for a CPU engine's thread, before the engine (and its OpenMP team) exists; None: done."""
+        if self.spec.gpus > 0:
+            return "GPU engine"  # the GPU computes; its host threads are not what waits
+        mode = self.spec.cpu_scheduling
+        reason = self._on_engine_thread(make_thread_realtime, mode, node_compute_threads())
+        if reason is not None and mode == CpuScheduling.auto.value:
+            log.warning("CPU engine threads at normal priority: %s. Ray's own processes then preempt them "
+                        "(~10%% of engine time on 2 cores; README, engine.cpu_scheduling).", reason)
+        return reason
 
     def _on_engine_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._thread.submit(fn, *args).result()
@@ -131,6 +152,23 @@ class PoolingEngine:
             return np.zeros(0, dtype=np.float32)
         outputs = self._on_engine_thread(partial(self.llm.classify, use_tqdm=False), self._prompts(token_ids))
         return np.asarray([o.outputs.probs[-1] for o in outputs], dtype=np.float32)
+
+
+# Set by jobs/pipeline.engine_env: compute threads of all the job's engines that may share a node.
+NODE_THREADS_ENV = "BATCH_EMBED_NODE_ENGINE_THREADS"
+
+
+def node_compute_threads() -> int:
+    """Compute threads this engine and its job's others may run on this node (a lone engine: its own).
+
+    An engine's own OpenMP team is OMP_NUM_THREADS (jobs set it), else every usable core.
+    """
+    for name in (NODE_THREADS_ENV, "OMP_NUM_THREADS"):
+        try:
+            return max(1, int(os.environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _build_llm(spec: EngineSpec) -> Any:

@@ -172,6 +172,9 @@ def test_small_bench_run_produces_every_figure(tmp_path):
     assert report["machine"]["bf16_gemm_flops_per_s"] > 1e9
     assert report["model"]["flops_per_token"] > 2e7
     assert len(report["batching"]) == 3 and all(v > 0 for v in report["batching"].values())
+    # How the engines' threads ran: real-time, or normal priority with the reason.
+    scheduling = report["raw_engine"]["cpu_scheduling"]
+    assert scheduling == "real-time (SCHED_RR 1)" or scheduling.startswith("normal priority: "), scheduling
     assert report["driver_memory"]["rows"] == [60, 240]
     # Start-up vs the rest: the raw engine always; a job run where its 1 s actor sampling saw the engine alive
     # (60 rows keep it alive for less than that at times).
@@ -187,7 +190,7 @@ def test_small_bench_run_produces_every_figure(tmp_path):
     width, height = _png_size(out / "bench.png")
     assert width >= 800 and height >= 600
     for label in ("raw vLLM engine", "ray.data.llm", "sentence-transformers", "% of peak", "driver peak RSS",
-                  "autoscaling Embedder", "batching", "start-up"):
+                  "autoscaling Embedder", "batching", "start-up", "CPU engine threads"):
         assert label in proc.stdout, label
 
 

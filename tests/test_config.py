@@ -41,6 +41,8 @@ def test_defaults_need_only_source_and_sink():
         (cfg(engine={"actors": {"min": 3, "max": 2}}), "engine.actors: max (2) is smaller than min (3)"),
         (cfg(engine={"gpus_per_actor": -1}), "engine.gpus_per_actor"),
         (cfg(engine={"threads_per_actor": 0}), "engine.threads_per_actor"),
+        (cfg(engine={"cpu_scheduling": "fifo"}),
+         "engine.cpu_scheduling: Input should be 'auto', 'realtime' or 'normal'"),
         (cfg(engine={"vllm": {"dtype": "half"}}), "engine.vllm: ['dtype'] are set from the model section"),
         (cfg(sink={"mode": "upsert"}), "sink.mode: Input should be 'create', 'overwrite', 'append' or 'sync'"),
         (cfg(sync={"delete_missing": True}), "sync: delete_missing applies to sink.mode: sync only"),

@@ -75,3 +75,20 @@ def test_engine_actors_get_their_share_of_cores_for_the_engine_and_the_tokenizer
     assert cpu["TOKENIZERS_PARALLELISM"] == "true"
     gpu = engine_env(1.0, 8)
     assert gpu["RAYON_NUM_THREADS"] == "8" and "OMP_NUM_THREADS" not in gpu
+
+
+def test_engines_say_how_many_compute_threads_their_job_may_run_on_a_node():
+    from jobs.config_common import EngineConfig
+    from jobs.pipeline import engine_env, engines_per_node
+    from operators.engine import NODE_THREADS_ENV
+
+    # what an engine weighs before its threads go real-time (operators/cpu_scheduling.py)
+    assert engine_env(0.0, 2)[NODE_THREADS_ENV] == "2"
+    assert engine_env(0.0, 1, per_node=2)[NODE_THREADS_ENV] == "2"
+    assert NODE_THREADS_ENV not in engine_env(1.0, 8, per_node=4)
+    two = EngineConfig(actors={"min": 1, "max": 2})
+    assert engines_per_node(two, node_cpus=2) == 2
+    assert engines_per_node(two, node_cpus=2, pools=2) == 2  # by the CPUs Ray reserves: 1 each
+    assert engines_per_node(two, node_cpus=8, pools=2) == 4
+    assert engines_per_node(EngineConfig(actors={"min": 2, "max": 2}, cpus_per_actor=2), node_cpus=3) == 1
+    assert engines_per_node(EngineConfig(cpus_per_actor=4), node_cpus=2) == 1  # never 0
