@@ -171,7 +171,23 @@ def node_compute_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class _OwnDtypeChoice(logging.Filter):
+    """Drops vLLM's warning per weight (65 lines for MiniLM) that a float32 checkpoint loads narrower.
+
+    Only for `dtype: auto`, where the narrower dtype is the engine's own choice (bfloat16 on CPU,
+    see `resolved_dtype`); a dtype the user set keeps vLLM's warnings.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Attempted to load weight %s with dtype")
+
+
+_OWN_DTYPE_CHOICE = _OwnDtypeChoice()  # one instance: addFilter adds it once per logger
+
+
 def _build_llm(spec: EngineSpec) -> Any:
     from vllm import LLM  # lazy: workers only
 
+    if spec.dtype == "auto":
+        logging.getLogger("vllm.model_executor.models.utils").addFilter(_OWN_DTYPE_CHOICE)
     return LLM(**spec.engine_args())
