@@ -127,6 +127,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     warm_up = None
     if set(wanted) - {"peak"}:
         warm_up = run_warm_up(cases["raw"], out, texts[:WARM_UP_ROWS], args.timeout)
+        if warm_up.get("dtype"):  # what `auto` chose on this machine; the peer is told (bench_contenders)
+            cases["ray_data_llm"]["dtype"] = warm_up["dtype"]
     rounds: list[dict[str, dict[str, Any]]] = []
     for k in range(1, args.repeat + 1):
         results: dict[str, dict[str, Any]] = {}
@@ -138,7 +140,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 case, log_name = {**case, "workdir": f"{case['workdir']}-r{k}"}, f"{name}-r{k}"
             t0 = time.monotonic()
             results[name] = r = run_contender(name, case, out, args.timeout, log_name)
-            status = r.get("error") or (f"{r['bf16_gemm_flops_per_s'] / 1e12:.3f} TFLOP/s" if name == "peak"
+            status = r.get("error") or (f"bf16 {r['bf16_gemm_flops_per_s'] / 1e12:.3f}, fp32 "
+                                        f"{r['fp32_gemm_flops_per_s'] / 1e12:.3f} TFLOP/s" if name == "peak"
                                         else f"{r.get('rows', 0):,} rows")
             print(f"      {status} in {time.monotonic() - t0:.1f} s", flush=True)
         rounds.append(results)
@@ -162,7 +165,9 @@ def run_warm_up(raw_case: dict[str, Any], out: Path, texts: list[str], timeout: 
     r = run_contender("raw", case, out, timeout, "warm-up")
     seconds = round(time.monotonic() - t0, 1)
     print(f"      {r.get('error') or 'done'} in {seconds} s", flush=True)
-    return {"rows": len(texts), "seconds": seconds, **({"error": r["error"]} if "error" in r else {})}
+    if "error" in r:
+        return {"rows": len(texts), "seconds": seconds, "error": r["error"]}
+    return {"rows": len(texts), "seconds": seconds, "dtype": r.get("engine_args", {}).get("dtype")}
 
 
 def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]]], corpus: Path,
@@ -175,7 +180,10 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
     causal = config.get("model_type") in DECODER_FAMILIES
     fpt = flops_per_token(config, context, causal)
     contenders = figures({k: v for k, v in results.items() if k != "peak"}, tokens)
-    peak = results.get("peak", {}).get("bf16_gemm_flops_per_s")
+    gemm = results.get("peak", {})
+    rates = {d: gemm.get(f"{d}_gemm_flops_per_s") for d in ("bf16", "fp32")}
+    gemm_dtype = max((d for d in rates if rates[d]), key=lambda d: rates[d], default=None)
+    peak = rates[gemm_dtype] if gemm_dtype else None  # the faster dtype is the machine's limit
     for f in contenders.values():
         f["model_tflops"] = round(fpt * f["tokens_per_s"] / 1e12, 4)
         f["fraction_of_peak"] = round(fpt * f["tokens_per_s"] / peak, 4) if peak else None
@@ -205,7 +213,8 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
         "model_name": args.model,
         "model": {"flops_per_token": fpt, "token_weighted_context": round(context, 1), "causal": causal,
                   "max_tokens": args.max_tokens},
-        "machine": {"bf16_gemm_flops_per_s": peak, "gemm_threads": results.get("peak", {}).get("threads")},
+        "machine": {"gemm_flops_per_s": peak, "gemm_dtype": gemm_dtype, "bf16_gemm_flops_per_s": rates["bf16"],
+                    "fp32_gemm_flops_per_s": rates["fp32"], "gemm_threads": gemm.get("threads")},
         "corpus": {"path": str(corpus), "rows": args.rows, "tokens": tokens, "seed": args.seed},
         "contenders": contenders,
         "labels": {k: LABELS[k] for k in contenders if k in LABELS},
@@ -223,11 +232,15 @@ def render(report: dict[str, Any]) -> str:
     lines = [render_table(report["contenders"], LABELS)]
     if report.get("rounds", 1) > 1:
         lines.insert(0, f"each contender's median run of {report['rounds']} rounds:")
-    peak = report["machine"]["bf16_gemm_flops_per_s"]
+    machine = report["machine"]
+    peak = machine["gemm_flops_per_s"]
     fpt = report["model"]["flops_per_token"]
     if peak:
-        lines.append(f"\nmachine peak (bf16 GEMM, measured): {peak / 1e12:.3f} TFLOP/s; model: {fpt / 1e6:.1f} MFLOP "
-                     f"per token at a mean context of {report['model']['token_weighted_context']:.0f} tokens")
+        other = {"bf16": "fp32", "fp32": "bf16"}[machine["gemm_dtype"]]
+        lines.append(f"\nmachine peak ({machine['gemm_dtype']} GEMM, measured; {other}: "
+                     f"{machine[f'{other}_gemm_flops_per_s'] / 1e12:.3f}): {peak / 1e12:.3f} TFLOP/s; model: "
+                     f"{fpt / 1e6:.1f} MFLOP per token at a mean context of "
+                     f"{report['model']['token_weighted_context']:.0f} tokens")
         for name, f in report["contenders"].items():
             lines.append(f"  {LABELS.get(name, name):34} {f['model_tflops']:.4f} TFLOP/s = "
                          f"{100 * f['fraction_of_peak']:.1f}% of peak")

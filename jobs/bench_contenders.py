@@ -16,7 +16,7 @@ Contenders (all read the same Parquet corpus and the same model):
 - `ray_data_llm`: Ray's `build_processor(vLLMEngineProcessorConfig(task_type="embed"))`
   on one CPU actor, with the same engine arguments, written with `write_lance`.
 - `naive`: sentence-transformers `encode` + LanceDB `add`, a shard at a time.
-- `peak`: bf16 GEMM throughput of this machine (the physical limit for the FLOPs ratio).
+- `peak`: bf16 and fp32 GEMM throughput of this machine (the faster is the physical limit for the FLOPs ratio).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,8 @@ def run_ray_data_llm(case: dict[str, Any]) -> dict[str, Any]:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     model, spec = _engine_spec(case)
+    if case.get("dtype"):  # the raw engine's choice for `auto` (bench.py): this driver need not import torch
+        spec = replace(spec, dtype=case["dtype"])
     # Ray 2.60's read_parquet starts with a ListFiles task that takes a whole CPU, which a 2-core
     # node never has free beside the engine actor: the plan waits forever. One more logical CPU.
     cores = os.cpu_count() or 1
@@ -268,21 +271,19 @@ def run_naive(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_peak(case: dict[str, Any]) -> dict[str, Any]:
-    """Dense bf16 matmul throughput on all cores: what the model's GEMMs could reach at best."""
+    """Dense matmul throughput on all cores in bf16 and fp32: what the model's GEMMs could reach at best.
+
+    Both, because which is faster depends on the CPU (operators/cpu_dtype.py); the faster is the limit.
+    """
     import torch
+
+    from operators.cpu_dtype import gemm_rates
 
     torch.set_num_threads(os.cpu_count() or 1)
     n = GEMM_SIZE
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
-    for _ in range(2):
-        a @ b  # warm-up
-    reps, start = 0, time.monotonic()
-    while time.monotonic() - start < case.get("peak_seconds", 3.0):
-        a @ b
-        reps += 1
-    seconds = time.monotonic() - start
-    return {"bf16_gemm_flops_per_s": 2 * n**3 * reps / seconds, "threads": torch.get_num_threads()}
+    rates = gemm_rates(n, n, n, rounds=1, seconds=case.get("peak_seconds", 3.0) / 2)
+    return {"bf16_gemm_flops_per_s": rates["bfloat16"], "fp32_gemm_flops_per_s": rates["float32"],
+            "threads": torch.get_num_threads()}
 
 
 CONTENDERS = {"raw": run_raw, "job": run_job, "ray_data_llm": run_ray_data_llm, "naive": run_naive,

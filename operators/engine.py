@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from operators.cpu_scheduling import CpuScheduling, make_thread_realtime
-from operators.model_spec import weight_bytes
+from operators.model_spec import hidden_size_of, weight_bytes
 
 log = logging.getLogger("batch_embed")
 
@@ -36,17 +36,20 @@ class EngineSpec:
 
     @property
     def resolved_dtype(self) -> str:
-        # vLLM's "auto" turns float32 checkpoints into float16, which the CPU
-        # backend emulates: 8x slower than bfloat16 on AVX-512/BF16 cores.
+        """The dtype the engine loads. CPU engines' `auto` is bfloat16 or float32, whichever the engine's
+        node computes faster (operators/cpu_dtype.py; vLLM's own `auto` would pick an emulated float16)."""
         if self.dtype == "auto" and self.gpus == 0:
-            return "bfloat16"
+            from operators.cpu_dtype import cpu_auto_dtype
+
+            return cpu_auto_dtype(hidden_size_of(self.model_path) or 1024)[0]
         return self.dtype
 
     def engine_args(self) -> dict[str, Any]:
+        dtype = self.resolved_dtype
         args: dict[str, Any] = {
             "model": self.model_path,
             "runner": "pooling",
-            "dtype": self.resolved_dtype,
+            "dtype": dtype,
             "max_model_len": self.max_model_len,
             "trust_remote_code": self.trust_remote_code,
         }
@@ -56,7 +59,7 @@ class EngineSpec:
             # Several actors may share one GPU (gpus_per_actor < 1): each takes its share.
             args["gpu_memory_utilization"] = round(0.9 * min(1.0, self.gpus), 3)
         else:
-            args["gpu_memory_utilization"] = cpu_memory_fraction(weight_bytes(self.model_path))
+            args["gpu_memory_utilization"] = cpu_memory_fraction(weight_bytes(self.model_path, dtype))
             # Tokens per engine step. `batch-embed bench` on 2 cores, MiniLM, mixed lengths, 4k docs,
             # engine seconds: 2048 -> 33.6 / 34.4, 4096 -> 31.3, 8192 -> 27.0 / 30.0, 16384 -> 34.0.
             # A step must still hold one whole input (no chunked prefill for pooling).
@@ -112,6 +115,7 @@ class PoolingEngine:
     """
 
     def __init__(self, spec: EngineSpec):
+        _log_to_stderr_if_unconfigured()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.spec = spec
@@ -152,6 +156,20 @@ class PoolingEngine:
             return np.zeros(0, dtype=np.float32)
         outputs = self._on_engine_thread(partial(self.llm.classify, use_tqdm=False), self._prompts(token_ids))
         return np.asarray([o.outputs.probs[-1] for o in outputs], dtype=np.float32)
+
+
+def _log_to_stderr_if_unconfigured() -> None:
+    """Ray's workers configure no logging: the engine's INFO lines (the dtype it chose) would be dropped.
+
+    A stderr handler for this project's logger, only where nothing is configured; Ray forwards
+    an actor's stderr to the driver's console.
+    """
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 # Set by jobs/pipeline.engine_env: compute threads of all the job's engines that may share a node.

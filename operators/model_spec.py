@@ -136,9 +136,38 @@ def effective_max_tokens(spec: ModelSpec, configured: int | None) -> int:
     return min(spec.max_positions or DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS)
 
 
-def weight_bytes(path: str) -> int:
-    """Size of a model's weight files (local folder), or the known size of a hub model; 0 if unknown."""
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def stored_dtype(path: str) -> str:
+    """The checkpoint's dtype from its config.json (`torch_dtype`, or `dtype` in newer files); hub models
+    this job knows (Qwen3) are bfloat16, anything else unknown counts as float32."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return "bfloat16" if path in KNOWN_WEIGHT_BYTES else "float32"
+    config = _read_json(folder, "config.json") or {}
+    dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
+    return dtype if dtype in _DTYPE_BYTES else "float32"
+
+
+def hidden_size_of(path: str) -> int | None:
+    """`hidden_size` from a local model folder's config.json (None for hub ids and unknown configs)."""
+    folder = Path(path)
+    config = _read_json(folder, "config.json") if folder.is_dir() else None
+    size = (config or {}).get("hidden_size") or (config or {}).get("d_model")
+    return int(size) if size else None
+
+
+def weight_bytes(path: str, loaded_dtype: str | None = None) -> int:
+    """Size of a model's weight files (local folder), or the known size of a hub model; 0 if unknown.
+
+    `loaded_dtype`: the size once loaded in that dtype instead (a bfloat16 checkpoint in float32 is twice its files).
+    """
     folder = Path(path)
     if folder.is_dir():
-        return sum(f.stat().st_size for f in folder.glob("*") if f.suffix in (".safetensors", ".bin", ".pt"))
-    return KNOWN_WEIGHT_BYTES.get(path, 0)
+        size = sum(f.stat().st_size for f in folder.glob("*") if f.suffix in (".safetensors", ".bin", ".pt"))
+    else:
+        size = KNOWN_WEIGHT_BYTES.get(path, 0)
+    if loaded_dtype in _DTYPE_BYTES:
+        size = size * _DTYPE_BYTES[loaded_dtype] // _DTYPE_BYTES[stored_dtype(path)]
+    return size
