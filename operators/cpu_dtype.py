@@ -88,8 +88,7 @@ def cpu_auto_dtype(hidden_size: int = 1024) -> tuple[str, str]:
     up to 4 hidden), so the measurement is about the kernels the engine will run.
     """
     settled = dtype_from_flags(cpu_flags())
-    if settled is not None:
-        return settled
-    dtype, why = dtype_from_rates(gemm_rates(512, hidden_size, min(4 * hidden_size, 2048)))
-    log.info("engine dtype auto -> %s (%s)", dtype, why)
-    return dtype, why
+    if settled is None:
+        settled = dtype_from_rates(gemm_rates(512, hidden_size, min(4 * hidden_size, 2048)))
+    log.info("engine dtype auto -> %s (%s)", *settled)
+    return settled

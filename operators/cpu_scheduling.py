@@ -8,7 +8,8 @@ the next barrier, so each 1% of CPU that Ray takes cost the engine ~2%: on 2 cor
 engine ran at ~0.88 of the same engine alone (`batch-embed bench`, README). With the
 team on SCHED_RR at the lowest real-time priority, ordinary processes no longer preempt
 it: they run while the engine waits between batches and in the time the kernel keeps for
-them (`sched_rt_runtime_us`, 95% by default), and the job's engine ran at ~0.97.
+them (`sched_rt_runtime_us`, 95% by default), and after start-up the job ran as fast as
+the engine alone (1.00-1.01x).
 
 The calling thread is switched; threads it starts afterwards inherit the policy, which is
 how torch's OpenMP team (started at the first operator run on that thread) gets it. So

@@ -120,7 +120,7 @@ def load_model_spec(name: str) -> ModelSpec:
                 hidden_size=hidden,
                 max_positions=positions,
             )
-    hidden = config.get("hidden_size") or config.get("d_model")
+    hidden = _hidden_size(config)
     positions = config.get("max_position_embeddings") or config.get("n_positions")
     if config.get("model_type") == "bert" and positions:
         positions = int(positions)
@@ -150,12 +150,16 @@ def stored_dtype(path: str) -> str:
     return dtype if dtype in _DTYPE_BYTES else "float32"
 
 
+def _hidden_size(config: dict) -> int | None:
+    size = config.get("hidden_size") or config.get("d_model")
+    return int(size) if size else None
+
+
 def hidden_size_of(path: str) -> int | None:
     """`hidden_size` from a local model folder's config.json (None for hub ids and unknown configs)."""
     folder = Path(path)
     config = _read_json(folder, "config.json") if folder.is_dir() else None
-    size = (config or {}).get("hidden_size") or (config or {}).get("d_model")
-    return int(size) if size else None
+    return _hidden_size(config or {})
 
 
 def weight_bytes(path: str, loaded_dtype: str | None = None) -> int:
