@@ -7,8 +7,8 @@ that pays the machine's first-time caches), and writes `bench.json`,
 driver and of the other processes, each one's ratio to the raw engine, and the
 model's FLOPs per token x tokens/s against this machine's measured bf16 GEMM peak.
 Also: the job on a corpus 4x smaller (driver memory must not grow with the
-corpus), the job with an autoscaling pool (actor count over time), and the raw
-engine's batching comparison.
+corpus), the job with an autoscaling pool (actor count over time), and the
+batching comparison (jobs/bench_batching.py), once, after the rounds.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from jobs.bench_report import (
     figures,
     flops_per_token,
     median_runs,
+    render_batching,
     render_table,
     round_ratios,
     spread,
@@ -45,8 +46,10 @@ LABELS = {
     "job_autoscale": "this job, actors 1..N, 1/4 corpus",  # on a Ray told of more CPUs: see _cases
     "ray_data_llm": "ray.data.llm build_processor",
     "naive": "sentence-transformers + lancedb",
+    "batching": "batching comparison (vLLM engine, padded engine)",
 }
-ALL = ["peak", "raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive"]
+ALL = ["peak", "raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive", "batching"]
+ONCE = {"batching"}  # rounds of its own inside; not repeated by --repeat
 WARM_UP_ROWS = 64
 
 
@@ -57,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench-out", help="folder for the corpus, tables, bench.json, bench.png")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--autoscale-max", type=int, default=2, help="actors.max of the autoscaling run")
-    parser.add_argument("--fixed-rows", type=int, default=64, help="row count of the fixed-size batches compared")
+    parser.add_argument("--fixed-rows", type=_row_counts, default=[32, 256],
+                        help="row counts of the fixed-size batches in the batching comparison, comma-separated "
+                             "(default 32,256: ray.data.llm's and sentence-transformers' default batch_size, and "
+                             "the batch_size the bench gives ray.data.llm)")
+    parser.add_argument("--batching-rounds", type=int, default=3, help="rounds of the batching comparison")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds: every chosen contender runs this many times, one round after the other; the "
                              "report keeps each one's median run and lists every round's ratio to the raw engine "
@@ -66,10 +73,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one contender may take")
 
 
+def _row_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: row counts must be whole numbers, e.g. 32,256") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one row count, each 1 or more")
+    return counts
+
+
 def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path) -> dict[str, dict[str, Any]]:
-    base = {"corpus": str(corpus), "model": args.model, "max_tokens": args.max_tokens, "fixed_rows": args.fixed_rows,
-            "batch_tokens": EngineConfig().batch_tokens}  # the job's default token budget
+    base = {"corpus": str(corpus), "model": args.model, "max_tokens": args.max_tokens}
     cases = {name: {**base, "workdir": str(out / "work" / name)} for name in ALL}
+    cases["batching"].update(fixed_rows=args.fixed_rows, batching_rounds=args.batching_rounds,
+                             batch_tokens=EngineConfig().batch_tokens)  # the job's default token budget
     for variant in ("job_quarter", "job_autoscale"):  # the job again, on the smaller corpus
         cases[variant].update(runner="job", job_corpus=str(quarter))
     # Ray Data grows a pool only within the CPUs Ray has left for it: on a 2-core node no second
@@ -119,6 +137,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--only: unknown contender(s) {sorted(unknown)}; choose from {ALL}")
     if args.repeat < 1:
         raise SystemExit(f"--repeat: {args.repeat} must be at least 1")
+    if args.batching_rounds < 1:
+        raise SystemExit(f"--batching-rounds: {args.batching_rounds} must be at least 1")
     corpus, quarter = out / "corpus", out / "corpus-quarter"
     texts = make_texts(args.rows, args.seed)
     write_bench_corpus(corpus, texts)
@@ -129,23 +149,33 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         warm_up = run_warm_up(cases["raw"], out, texts[:WARM_UP_ROWS], args.timeout)
         if warm_up.get("dtype"):  # what `auto` chose on this machine; the peer is told (bench_contenders)
             cases["ray_data_llm"]["dtype"] = warm_up["dtype"]
+    repeated = [n for n in wanted if n not in ONCE]
+    steps = len(repeated) * args.repeat + len(wanted) - len(repeated)
+    step = 0
+
+    def run_one(name: str, case: dict[str, Any], log_name: str, where: str = "") -> dict[str, Any]:
+        nonlocal step
+        step += 1
+        print(f"[{step}/{steps}{where}] {LABELS.get(name, name)} ...", flush=True)
+        t0 = time.monotonic()
+        r = run_contender(name, case, out, args.timeout, log_name)
+        status = r.get("error") or (f"bf16 {r['bf16_gemm_flops_per_s'] / 1e12:.3f}, fp32 "
+                                    f"{r['fp32_gemm_flops_per_s'] / 1e12:.3f} TFLOP/s" if name == "peak"
+                                    else "done" if name in ONCE else f"{r.get('rows', 0):,} rows")
+        print(f"      {status} in {time.monotonic() - t0:.1f} s", flush=True)
+        return r
+
     rounds: list[dict[str, dict[str, Any]]] = []
     for k in range(1, args.repeat + 1):
         results: dict[str, dict[str, Any]] = {}
-        for i, name in enumerate(wanted, 1):
-            where = f"{i}/{len(wanted)}" if args.repeat == 1 else f"round {k}/{args.repeat}, {i}/{len(wanted)}"
-            print(f"[{where}] {LABELS.get(name, name)} ...", flush=True)
+        for name in repeated:
             case, log_name = cases[name], name
             if args.repeat > 1:  # a fresh table and log per round
                 case, log_name = {**case, "workdir": f"{case['workdir']}-r{k}"}, f"{name}-r{k}"
-            t0 = time.monotonic()
-            results[name] = r = run_contender(name, case, out, args.timeout, log_name)
-            status = r.get("error") or (f"bf16 {r['bf16_gemm_flops_per_s'] / 1e12:.3f}, fp32 "
-                                        f"{r['fp32_gemm_flops_per_s'] / 1e12:.3f} TFLOP/s" if name == "peak"
-                                        else f"{r.get('rows', 0):,} rows")
-            print(f"      {status} in {time.monotonic() - t0:.1f} s", flush=True)
+            results[name] = run_one(name, case, log_name, f", round {k}/{args.repeat}" if args.repeat > 1 else "")
         rounds.append(results)
-    return build_report(args, rounds, corpus, warm_up)
+    once = {name: run_one(name, cases[name], name) for name in wanted if name in ONCE}
+    return build_report(args, rounds, corpus, warm_up, once)
 
 
 def run_warm_up(raw_case: dict[str, Any], out: Path, texts: list[str], timeout: float) -> dict[str, Any]:
@@ -171,7 +201,9 @@ def run_warm_up(raw_case: dict[str, Any], out: Path, texts: list[str], timeout: 
 
 
 def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]]], corpus: Path,
-                 warm_up: dict[str, Any] | None = None) -> dict[str, Any]:
+                 warm_up: dict[str, Any] | None = None, once: dict[str, dict[str, Any]] | None = None
+                 ) -> dict[str, Any]:
+    once = once or {}
     results = median_runs(rounds)
     config = model_config(args.model)
     raw = results.get("raw", {})
@@ -209,6 +241,8 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
     errors = {"warm-up": warm_up["error"]} if warm_up and "error" in warm_up else {}
     errors.update({(k if len(rounds) == 1 else f"{k} (round {i})"): v["error"]
                    for i, results in enumerate(rounds, 1) for k, v in results.items() if "error" in v})
+    errors.update({k: v["error"] for k, v in once.items() if "error" in v})
+    batching = once.get("batching", {})
     return {
         "model_name": args.model,
         "model": {"flops_per_token": fpt, "token_weighted_context": round(context, 1), "causal": causal,
@@ -218,7 +252,7 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
         "corpus": {"path": str(corpus), "rows": args.rows, "tokens": tokens, "seed": args.seed},
         "contenders": contenders,
         "labels": {k: LABELS[k] for k in contenders if k in LABELS},
-        "batching": raw.get("batching"),
+        "batching": {k: batching[k] for k in ("vllm", "padded") if k in batching} or None,
         "raw_engine": {k: raw.get(k) for k in ("tokenize_s", "embed_s", "engine_args", "cpu_scheduling")},
         "driver_memory": memory,
         "autoscaling": {"max": auto.get("max"), "timeline": auto.get("timeline")},
@@ -266,8 +300,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"\nCPU engine threads (the job's engines get the same setting): "
                      f"{report['raw_engine']['cpu_scheduling']}")
     if report.get("batching"):
-        lines.append("\nbatching (raw engine, same ids, same process): " + "; ".join(
-            f"{k}: {v:.1f} s" for k, v in report["batching"].items()))
+        lines.append("\n" + render_batching(report["batching"]))
     if report.get("driver_memory"):
         m = report["driver_memory"]
         lines.append(f"driver peak RSS: {m['driver_peak_rss_mb'][0]:,.0f} MB at {m['rows'][0]:,} rows, "
@@ -284,9 +317,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     report = run_bench(args)
     out = Path(args.out)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
-    if report["contenders"]:
+    chart = report["contenders"] or report.get("batching")
+    if chart:
         write_chart(report, LABELS, out / "bench.png")
     print(render(report))
-    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    print(f"\nwrote {out / 'bench.json'}" + (f" and {out / 'bench.png'}" if chart else ""))
     return 1 if report["errors"] else 0
 

@@ -10,12 +10,13 @@ Contenders (all read the same Parquet corpus and the same model):
 - `raw`: one vLLM engine in this process, the ceiling. The job's own tokenizer
   rules and engine arguments, the whole corpus tokenised up front, then one
   `embed` call with the inputs sorted by length (vLLM's scheduler cuts the
-  steps). It then re-embeds the same ids with other batchings, same engine,
-  same process, for the batching comparison (`batching` in its result).
+  steps).
 - `job`: `batch-embed embed` end to end (Parquet -> Ray -> Lance, committed).
 - `ray_data_llm`: Ray's `build_processor(vLLMEngineProcessorConfig(task_type="embed"))`
   on one CPU actor, with the same engine arguments, written with `write_lance`.
 - `naive`: sentence-transformers `encode` + LanceDB `add`, a shard at a time.
+- `batching`: the same inputs batched several ways through the raw engine and
+  through a padded engine, in rotated rounds (jobs/bench_batching.py).
 - `peak`: bf16 and fp32 GEMM throughput of this machine (the faster is the physical limit for the FLOPs ratio).
 """
 
@@ -31,6 +32,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from jobs.bench_batching import longest_first, run_batching
 
 GEMM_SIZE = 2048
 
@@ -116,8 +119,6 @@ def _engine_spec(case: dict[str, Any]):
 def run_raw(case: dict[str, Any]) -> dict[str, Any]:
     from operators.embedder import Tokenizer
     from operators.engine import PoolingEngine
-    from operators.prompts import group_by_token_budget
-
     model, spec = _engine_spec(case)
     texts = _texts(case["corpus"])
     tokenizer = Tokenizer(model, case["max_tokens"])
@@ -126,35 +127,14 @@ def run_raw(case: dict[str, Any]) -> dict[str, Any]:
     tokenize_s = time.monotonic() - t0
     lengths = [len(x) for x in ids]
     engine = PoolingEngine(spec)
-
-    def timed(ids: list[list[int]], groups: list[list[int]]) -> float:
-        start = time.monotonic()
-        for group in groups:
-            engine.embed([ids[i] for i in group])
-        return time.monotonic() - start
-
-    def one_call(lengths: list[int]) -> list[list[int]]:  # every input in one group, longest first
-        return group_by_token_budget(lengths, sum(lengths))
-
-    embed_s = timed(ids, one_call(lengths))
+    start = time.monotonic()
+    engine.embed([ids[i] for i in longest_first(lengths)])  # one call
+    embed_s = time.monotonic() - start
     result = {"rows": len(ids), "tokens": sum(lengths), "sum_sq_tokens": sum(n * n for n in lengths),
               "tokenize_s": tokenize_s, "embed_s": embed_s,
               "engine_args": {k: v for k, v in spec.engine_args().items() if k != "model"},
               "cpu_scheduling": scheduling_label(engine.realtime_off)}
-    result["wall_s"] = process_seconds()  # the ceiling ends here; what follows is the batching comparison
-
-    # The comparison re-embeds a quarter of the corpus (same ids, same engine) three ways.
-    quarter = max(1, len(ids) // 4)
-    ids, lengths = ids[:quarter], lengths[:quarter]
-    rows = case["fixed_rows"]
-    batching = {
-        "one call, length-sorted": timed(ids, one_call(lengths)),
-        f"token budget {case['batch_tokens']}, length-sorted": timed(
-            ids, group_by_token_budget(lengths, case["batch_tokens"])),
-        f"fixed {rows}-row batches, source order": timed(
-            ids, [list(range(i, min(i + rows, quarter))) for i in range(0, quarter, rows)]),
-    }
-    result["batching"] = {k: round(v, 3) for k, v in batching.items()}
+    result["wall_s"] = process_seconds()
     return result
 
 
@@ -287,7 +267,7 @@ def run_peak(case: dict[str, Any]) -> dict[str, Any]:
 
 
 CONTENDERS = {"raw": run_raw, "job": run_job, "ray_data_llm": run_ray_data_llm, "naive": run_naive,
-              "peak": run_peak}
+              "peak": run_peak, "batching": run_batching}
 
 
 def process_seconds() -> float:

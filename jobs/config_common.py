@@ -67,7 +67,8 @@ class EngineConfig(_Strict):
         "Ray would otherwise pin an actor with 1 CPU to 1 thread.",
     )
     batch_tokens: int = Field(
-        16384, ge=64, description="Token budget of one engine call; Ray batches are sized to about this."
+        16384, ge=64, description="Token budget of one engine call, counted as a padded kernel counts it (rows x "
+        "the call's longest row); Ray batches are sized to about this many tokens."
     )
     cpu_scheduling: CpuScheduling = Field(
         CpuScheduling.auto,

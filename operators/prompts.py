@@ -50,23 +50,26 @@ def cut_keep_last(token_ids: Sequence[int], max_tokens: int) -> tuple[list[int],
 
 
 def group_by_token_budget(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Split row positions into groups of at most `budget` tokens, longest rows first.
+    """Split row positions into groups, longest rows first, each group's rows x its longest row <= `budget`.
 
-    Sorting by length keeps similar lengths together (less padding on GPU
-    kernels, steadier step sizes); a single row longer than the budget gets a
-    group of its own rather than being dropped.
+    The budget counts tokens as a padded kernel computes them (every row as long as the
+    group's longest), so a group of similar lengths takes many rows and one of long rows
+    few: calls of about the same cost whatever the lengths, and little padding where an
+    engine pads (Hugging Face models, GPU kernels with fixed shapes). vLLM does not pad,
+    and there the grouping costs nothing (`batch-embed bench`'s batching comparison). A
+    single row longer than the budget gets a group of its own rather than being dropped.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     groups: list[list[int]] = []
     current: list[int] = []
-    used = 0
+    longest = 0
     for i in order:
-        n = lengths[i]
-        if current and used + n > budget:
+        if current and (len(current) + 1) * longest > budget:
             groups.append(current)
-            current, used = [], 0
+            current = []
+        if not current:
+            longest = lengths[i]  # sorted: a group's first row is its longest
         current.append(i)
-        used += n
     if current:
         groups.append(current)
     return groups

@@ -171,7 +171,18 @@ def test_small_bench_run_produces_every_figure(tmp_path):
     assert contenders["job"]["workers_peak_rss_mb"] > 0  # Ray's processes and the engine actor were seen
     assert report["machine"]["bf16_gemm_flops_per_s"] > 1e9
     assert report["model"]["flops_per_token"] > 2e7
-    assert len(report["batching"]) == 3 and all(v > 0 for v in report["batching"].values())
+    # The batching comparison: both engines, every variant in every round, a verdict against the token budget.
+    batching = report["batching"]
+    assert set(batching) == {"vllm", "padded"}
+    for engine, part in batching.items():
+        assert part["rows"] == 60 and part["tokens"] > 0 and part["rounds"] == 3, engine
+        variants = part["variants"]
+        assert len(variants) == (4 if engine == "vllm" else 3), list(variants)  # budget, 32 rows, 256 rows (, one call)
+        assert part["reference"] == next(iter(variants)) and "token budget" in part["reference"]
+        for name, v in variants.items():
+            assert len(v["seconds"]) == 3 and min(v["seconds"]) > 0 and v["padding"] >= 1.0, (engine, name)
+            assert (v["verdict"] is None) == (name == part["reference"]), (engine, name)
+    assert (out / "logs" / "batching.log").exists()
     # How the engines' threads ran: real-time, or normal priority with the reason.
     scheduling = report["raw_engine"]["cpu_scheduling"]
     assert scheduling == "real-time (SCHED_RR 1)" or scheduling.startswith("normal priority: "), scheduling

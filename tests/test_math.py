@@ -48,13 +48,18 @@ def test_token_groups_cover_every_row_once_within_budget(lengths, budget):
     flat = sorted(i for g in groups for i in g)
     assert flat == list(range(len(lengths)))
     for g in groups:
-        total = sum(lengths[i] for i in g)
-        assert total <= budget or len(g) == 1  # an over-budget row goes alone
+        padded = len(g) * max(lengths[i] for i in g)  # what a kernel that pads to the longest row computes
+        assert padded <= budget or len(g) == 1  # an over-budget row goes alone
+    for g in groups[:-1]:  # every group but the last is full: one more row would not have fit
+        assert (len(g) + 1) * max(lengths[i] for i in g) > budget
 
 
 def test_token_groups_put_similar_lengths_together():
     groups = group_by_token_budget([5, 100, 6, 98], 200)
     assert [sorted(g) for g in groups] == [[1, 3], [0, 2]]
+    # short rows come many to a group, long ones few: 2 x 100, then 33 x 6 (<= 200 padded), then the rest
+    groups = group_by_token_budget([100, 100] + [6] * 40, 200)
+    assert [len(g) for g in groups] == [2, 33, 7]
 
 
 @given(arrays(np.float32, (4, 16), elements=st.floats(-10, 10, width=32)), st.integers(1, 16))
