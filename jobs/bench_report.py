@@ -198,8 +198,8 @@ def _batching_panel(ax: Any, batching: dict[str, Any]) -> None:
             colours.append(colour)
     ax.barh(labels, values, color=colours, xerr=[low, high] if labels else None, error_kw={"capsize": 3})
     ax.axvline(1.0, color="grey", linewidth=0.8)
-    ax.set_xlabel("time / the token budget's (median round; whiskers: every round)")
-    ax.set_title("Batching: vLLM engine (green), padded engine (red)" if labels else "Batching (not run)")
+    ax.set_xlabel("time / the token budget's (whiskers: rounds)")
+    ax.set_title("Batching (green: vLLM, red: padded)" if labels else "Batching (not run)")
     ax.tick_params(axis="y", labelsize=7)
     ax.invert_yaxis()
 
@@ -210,6 +210,7 @@ def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> N
 
     matplotlib.use("Agg")  # no display: a file only
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     rows = report["contenders"]
@@ -245,6 +246,7 @@ def write_chart(report: dict[str, Any], labels: dict[str, str], path: Path) -> N
         ax.step([t for t, _ in series], [n for _, n in series], where="post", label=pool)
     ax.set_xlabel("seconds into the run")
     ax.set_ylabel("engine actors alive")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     auto_max = report.get("autoscaling", {}).get("max")
     ax.set_title(f"Autoscaling pool (actors min 1, max {auto_max})" if auto_max else "Autoscaling pool (not run)")
     if timeline:
