@@ -1,5 +1,7 @@
 """The bench's batching comparison: the same inputs through one engine, batched several ways, in rotated rounds.
 
+This file holds its variants and arithmetic; `run_batching` in jobs/bench_contenders.py runs it on the engines.
+
 Two engines, because batching pays off where an engine pads:
 - the vLLM engine the job and the raw contender run (same settings): every call's inputs go in
   unpadded and vLLM's scheduler re-cuts them into steps of `max_num_batched_tokens`;
@@ -96,44 +98,3 @@ def compare(run: Callable[[list[list[int]]], None], lengths: Sequence[int],
             "verdict": None if name == reference else verdict(seconds[reference], seconds[name]),
         }
     return out
-
-
-def run_batching(case: dict[str, Any]) -> dict[str, Any]:
-    """The `batching` contender: vLLM on a quarter of the corpus, the padded engine on a sample of it."""
-    from jobs.bench_contenders import _engine_spec, _texts, scheduling_label
-    from operators.embedder import Tokenizer
-    from operators.engine import PoolingEngine
-
-    model, spec = _engine_spec(case)
-    texts = _texts(case["corpus"])
-    texts = texts[: max(1, len(texts) // 4)]
-    ids, _ = Tokenizer(model, case["max_tokens"]).encode(texts)
-    lengths = [len(x) for x in ids]
-    rounds, fixed = case.get("batching_rounds", 3), case["fixed_rows"]
-    engine = PoolingEngine(spec)
-
-    def vllm_run(groups: list[list[int]]) -> None:
-        for group in groups:
-            engine.embed([ids[i] for i in group])
-
-    vllm_run(fixed_row_groups(min(len(ids), 256), 64))  # untimed: the engine's first calls warm its caches
-    result = {"vllm": compare(vllm_run, lengths, batching_variants(lengths, case["batch_tokens"], fixed, True),
-                              rounds),
-              "cpu_scheduling": scheduling_label(engine.realtime_off)}
-
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(model.path, device="cpu")
-    st.max_seq_length = case["max_tokens"]
-    st.to(getattr(torch, spec.resolved_dtype))  # the vLLM engine's dtype: the comparison is about shapes
-    sample, sample_lengths = texts[:PADDED_ROWS], lengths[:PADDED_ROWS]
-
-    def padded_run(groups: list[list[int]]) -> None:
-        for group in groups:  # one call per group, batch_size = the group: one padded forward each
-            st.encode([sample[i] for i in group], batch_size=len(group))
-
-    padded_run(fixed_row_groups(min(len(sample), 64), 32))  # untimed warm-up
-    result["padded"] = compare(padded_run, sample_lengths,
-                               batching_variants(sample_lengths, case["batch_tokens"], fixed, False), rounds)
-    return result

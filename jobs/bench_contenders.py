@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from jobs.bench_batching import longest_first, run_batching
+from jobs.bench_batching import PADDED_ROWS, batching_variants, compare, fixed_row_groups, longest_first
 
 GEMM_SIZE = 2048
 
@@ -248,6 +248,47 @@ def run_naive(case: dict[str, Any]) -> dict[str, Any]:
             yield pa.table({"id": data.column("id"), "vector": [v.tolist() for v in vectors]})
 
     return {"rows": _write_lance(Path(case["workdir"]) / "naive-lancedb", tables())}
+
+
+def run_batching(case: dict[str, Any]) -> dict[str, Any]:
+    """The batching comparison (jobs/bench_batching.py): vLLM on a quarter of the corpus, the padded engine
+    on its first PADDED_ROWS rows."""
+    from operators.embedder import Tokenizer
+    from operators.engine import PoolingEngine
+
+    model, spec = _engine_spec(case)
+    texts = _texts(case["corpus"])
+    texts = texts[: max(1, len(texts) // 4)]
+    ids, _ = Tokenizer(model, case["max_tokens"]).encode(texts)
+    lengths = [len(x) for x in ids]
+    rounds, fixed = case.get("batching_rounds", 3), case["fixed_rows"]
+    engine = PoolingEngine(spec)
+
+    def vllm_run(groups: list[list[int]]) -> None:
+        for group in groups:
+            engine.embed([ids[i] for i in group])
+
+    vllm_run(fixed_row_groups(min(len(ids), 256), 64))  # untimed: the engine's first calls warm its caches
+    result = {"vllm": compare(vllm_run, lengths, batching_variants(lengths, case["batch_tokens"], fixed, True),
+                              rounds),
+              "cpu_scheduling": scheduling_label(engine.realtime_off)}
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(model.path, device="cpu")
+    st.max_seq_length = case["max_tokens"]
+    st.to(getattr(torch, spec.resolved_dtype))  # the vLLM engine's dtype: the comparison is about shapes
+    sample, sample_lengths = texts[:PADDED_ROWS], lengths[:PADDED_ROWS]
+
+    def padded_run(groups: list[list[int]]) -> None:
+        for group in groups:  # one call per group, batch_size = the group: one padded forward each
+            st.encode([sample[i] for i in group], batch_size=len(group))
+
+    padded_run(fixed_row_groups(min(len(sample), 64), 32))  # untimed warm-up
+    result["padded"] = compare(padded_run, sample_lengths,
+                               batching_variants(sample_lengths, case["batch_tokens"], fixed, False), rounds)
+    return result
 
 
 def run_peak(case: dict[str, Any]) -> dict[str, Any]:
