@@ -25,16 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from operators.prompts import group_by_token_budget
+from operators.prompts import group_by_token_budget, longest_first
 
 # What the padded engine embeds: the first rows of the same inputs (the source-order variants
 # compute their padding too: ~3x the tokens on the bench's corpus).
 PADDED_ROWS = 2000
-
-
-def longest_first(lengths: Sequence[int]) -> list[int]:
-    """Every position, longest row first: the raw contender's single call."""
-    return sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
 
 
 def fixed_row_groups(n: int, rows: int) -> list[list[int]]:

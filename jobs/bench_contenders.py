@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from jobs.bench_batching import PADDED_ROWS, batching_variants, compare, fixed_row_groups, longest_first
+from jobs.bench_batching import PADDED_ROWS, batching_variants, compare, fixed_row_groups
 
 GEMM_SIZE = 2048
 
@@ -119,6 +119,8 @@ def _engine_spec(case: dict[str, Any]):
 def run_raw(case: dict[str, Any]) -> dict[str, Any]:
     from operators.embedder import Tokenizer
     from operators.engine import PoolingEngine
+    from operators.prompts import longest_first
+
     model, spec = _engine_spec(case)
     texts = _texts(case["corpus"])
     tokenizer = Tokenizer(model, case["max_tokens"])
@@ -261,7 +263,7 @@ def run_batching(case: dict[str, Any]) -> dict[str, Any]:
     texts = texts[: max(1, len(texts) // 4)]
     ids, _ = Tokenizer(model, case["max_tokens"]).encode(texts)
     lengths = [len(x) for x in ids]
-    rounds, fixed = case.get("batching_rounds", 3), case["fixed_rows"]
+    rounds, fixed = case["batching_rounds"], case["fixed_rows"]
     engine = PoolingEngine(spec)
 
     def vllm_run(groups: list[list[int]]) -> None:
@@ -270,8 +272,7 @@ def run_batching(case: dict[str, Any]) -> dict[str, Any]:
 
     vllm_run(fixed_row_groups(min(len(ids), 256), 64))  # untimed: the engine's first calls warm its caches
     result = {"vllm": compare(vllm_run, lengths, batching_variants(lengths, case["batch_tokens"], fixed, True),
-                              rounds),
-              "cpu_scheduling": scheduling_label(engine.realtime_off)}
+                              rounds)}
 
     import torch
     from sentence_transformers import SentenceTransformer

@@ -49,6 +49,11 @@ def cut_keep_last(token_ids: Sequence[int], max_tokens: int) -> tuple[list[int],
     return ids[: max_tokens - 1] + [ids[-1]], True
 
 
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Every row position, longest row first (ties keep their order)."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+
+
 def group_by_token_budget(lengths: Sequence[int], budget: int) -> list[list[int]]:
     """Split row positions into groups, longest rows first, each group's rows x its longest row <= `budget`.
 
@@ -59,11 +64,10 @@ def group_by_token_budget(lengths: Sequence[int], budget: int) -> list[list[int]
     and there the grouping costs nothing (`batch-embed bench`'s batching comparison). A
     single row longer than the budget gets a group of its own rather than being dropped.
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     groups: list[list[int]] = []
     current: list[int] = []
     longest = 0
-    for i in order:
+    for i in longest_first(lengths):
         if current and (len(current) + 1) * longest > budget:
             groups.append(current)
             current = []

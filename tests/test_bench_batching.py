@@ -11,12 +11,12 @@ from jobs.bench_batching import (
     batching_variants,
     compare,
     fixed_row_groups,
-    longest_first,
     padded_tokens,
     rotated_orders,
     verdict,
 )
 from jobs.bench_report import render_batching
+from operators.prompts import longest_first
 
 
 def test_fixed_row_groups_keep_source_order():
