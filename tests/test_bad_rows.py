@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.config import ConfigError
+from jobs.core.config import ConfigError
 from tests.conftest import job_config, read_table, run_job, write_shards
 from tests.reference import cosines, qwen3_reference
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.actor_timeline import count_alive, pool_class_name
-from jobs.bench_corpus import length_targets, make_texts
-from jobs.bench_report import (
+from jobs.bench.corpus import length_targets, make_texts
+from jobs.bench.report import (
     after_start_up,
     engine_up_at,
     figures,
@@ -27,7 +26,8 @@ from jobs.bench_report import (
     spread,
     token_weighted_context,
 )
-from jobs.summary import render_actors
+from jobs.core.report.actor_timeline import count_alive, pool_class_name
+from jobs.core.summary import render_actors
 
 MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536,
           "hidden_act": "gelu", "model_type": "bert"}

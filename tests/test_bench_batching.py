@@ -6,17 +6,10 @@ import argparse
 
 import pytest
 
-from jobs.bench import _row_counts
-from jobs.bench_batching import (
-    batching_variants,
-    compare,
-    fixed_row_groups,
-    padded_tokens,
-    rotated_orders,
-    verdict,
-)
-from jobs.bench_report import render_batching
-from operators.prompts import longest_first
+from jobs.bench.batching import batching_variants, compare, fixed_row_groups, padded_tokens, rotated_orders, verdict
+from jobs.bench.job import _row_counts
+from jobs.bench.report import render_batching
+from operators.infer.batching import longest_first
 
 
 def test_fixed_row_groups_keep_source_order():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.embed.config import EmbedJobConfig
 from tests.conftest import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,7 @@ def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProc
 
 @pytest.mark.cluster
 def test_submitted_demo_job_spreads_engines_over_both_nodes(tmp_path, ray_cluster):
-    from jobs.demo_corpus import write_corpus
+    from jobs.demo_corpus.job import write_corpus
 
     url, env = ray_cluster
     # The README's demo job, as is, with the paths the cluster's nodes can read and a pool of two
@@ -147,7 +148,7 @@ def test_a_failing_job_returns_nonzero_with_its_error(tmp_path, ray_cluster):
 def test_manifests_run_the_cli_as_it_is():
     from cluster.submit import entrypoint
     from jobs.cli import build_parser
-    from jobs.config import load_config
+    from jobs.core.config import load_config
 
     parser = build_parser()
     rayjob = yaml.safe_load((ROOT / "cluster" / "rayjob.yaml").read_text())
@@ -156,7 +157,7 @@ def test_manifests_run_the_cli_as_it_is():
     assert argv[0] == "batch-embed"
     args = parser.parse_args(argv[1:])
     assert args.command == "embed" and (ROOT / args.config).is_file()
-    load_config(ROOT / args.config)
+    load_config(ROOT / args.config, None, EmbedJobConfig)
 
     launcher_text = (ROOT / "cluster" / "cluster-launcher.yaml").read_text()
     launcher = yaml.safe_load(launcher_text)

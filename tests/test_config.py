@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import DEFAULT_QUERY_INSTRUCTION, ConfigError, apply_overrides, load_config, parse_config
+from jobs.core.config import ConfigError, apply_overrides, load_config, parse_config
+from jobs.embed.config import EmbedJobConfig
+from operators.infer.prompts import DEFAULT_QUERY_INSTRUCTION
 
 BASE = {"source": {"uri": "data/x"}, "sink": {"uri": "db", "table": "t"}}
 
@@ -22,7 +24,7 @@ def cfg(**sections):
 
 
 def test_defaults_need_only_source_and_sink():
-    c = parse_config(cfg())
+    c = parse_config(cfg(), EmbedJobConfig)
     assert c.model.name == "Qwen/Qwen3-Embedding-0.6B"
     assert c.source.id_column == "id" and c.source.text_column == "text"
     assert c.engine.gpus_per_actor == "auto"
@@ -55,15 +57,16 @@ def test_defaults_need_only_source_and_sink():
 )
 def test_bad_settings_name_their_path(raw, message):
     with pytest.raises(ConfigError) as err:
-        parse_config(raw)
+        parse_config(raw, EmbedJobConfig)
     assert message in str(err.value)
 
 
 def test_queries_default_to_the_model_card_instruction():
-    c = parse_config(cfg(model={"input_type": "query"}))
+    c = parse_config(cfg(model={"input_type": "query"}), EmbedJobConfig)
     assert c.model.effective_instruction == DEFAULT_QUERY_INSTRUCTION
-    assert parse_config(cfg(model={"input_type": "query", "instruction": ""})).model.effective_instruction == ""
-    assert parse_config(cfg()).model.effective_instruction == ""
+    no_prefix = parse_config(cfg(model={"input_type": "query", "instruction": ""}), EmbedJobConfig)
+    assert no_prefix.model.effective_instruction == ""
+    assert parse_config(cfg(), EmbedJobConfig).model.effective_instruction == ""
 
 
 def test_set_overrides_any_key_with_yaml_values():
@@ -96,16 +99,16 @@ def test_unknown_key_from_set_is_reported(tmp_path: Path):
     f = tmp_path / "c.yaml"
     f.write_text("source: {uri: x}\nsink: {uri: db, table: t}\n")
     with pytest.raises(ConfigError, match="model.dimension: unknown setting"):
-        load_config(f, ["model.dimension=3"])
+        load_config(f, ["model.dimension=3"], EmbedJobConfig)
 
 
 def test_config_file_errors(tmp_path: Path):
     with pytest.raises(ConfigError, match="--config: no such file"):
-        load_config(tmp_path / "missing.yaml")
+        load_config(tmp_path / "missing.yaml", None, EmbedJobConfig)
     bad = tmp_path / "bad.yaml"
     bad.write_text("source: [1, 2\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
-        load_config(bad)
+        load_config(bad, None, EmbedJobConfig)
 
 
 def test_cli_reports_config_errors_fast_without_starting_ray(tmp_path: Path):
@@ -123,11 +126,12 @@ def test_cli_reports_config_errors_fast_without_starting_ray(tmp_path: Path):
 
 
 def test_shipped_configs_validate():
-    from jobs.config import EmbedJobConfig, load_config
-    from jobs.eval_config import EvalJobConfig
-    from jobs.maintain import MaintainJobConfig
-    from jobs.mine_config import MineJobConfig
-    from jobs.rerank_config import RerankJobConfig
+    from jobs.core.config import load_config
+    from jobs.embed.config import EmbedJobConfig
+    from jobs.eval.config import EvalJobConfig
+    from jobs.maintain.job import MaintainJobConfig
+    from jobs.mine.config import MineJobConfig
+    from jobs.rerank.config import RerankJobConfig
 
     schemas = {"demo.yaml": EmbedJobConfig, "nightly.yaml": EmbedJobConfig, "rerank-pairs.yaml": RerankJobConfig,
                "rerank-queries.yaml": RerankJobConfig, "mine.yaml": MineJobConfig, "maintain.yaml": MaintainJobConfig,

@@ -1,4 +1,4 @@
-"""`model.dtype: auto` on CPU engines (operators/cpu_dtype.py): bfloat16 or float32, whichever the node runs faster."""
+"""`model.dtype: auto` on CPU engines (operators/infer/cpu_dtype.py): bf16 or fp32, whichever the node runs faster."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.cpu_dtype import cpu_flags, dtype_from_flags, dtype_from_rates, gemm_rates
+from operators.infer.cpu_dtype import cpu_flags, dtype_from_flags, dtype_from_rates, gemm_rates
 
 AMX = {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 AVX512_BF16_ONLY = {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16"}  # AMD EPYC; Intel with AMX hidden
@@ -48,8 +48,8 @@ def test_gemm_rates_measures_both_dtypes():
 
 
 def test_auto_resolves_on_the_cpu_and_stays_as_set_elsewhere():
-    from operators.cpu_dtype import cpu_auto_dtype
-    from operators.engine import EngineSpec
+    from operators.infer.cpu_dtype import cpu_auto_dtype
+    from operators.infer.engine import EngineSpec
 
     assert EngineSpec("m", 64).resolved_dtype == cpu_auto_dtype(1024)[0] in ("bfloat16", "float32")
     assert EngineSpec("m", 64, dtype="float16").resolved_dtype == "float16"
@@ -60,7 +60,7 @@ def test_auto_resolves_on_the_cpu_and_stays_as_set_elsewhere():
     ("bfloat16", "float32", 2.0), ("float32", "bfloat16", 0.5), ("bfloat16", "bfloat16", 1.0), (None, "float32", 1.0),
 ])
 def test_engine_memory_is_sized_for_the_dtype_it_loads(tmp_path: Path, stored, loaded, factor):
-    from operators.model_spec import weight_bytes
+    from operators.infer.model_spec import weight_bytes
 
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8, **({"torch_dtype": stored} if stored else {})}))
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 1000)
@@ -71,7 +71,7 @@ def test_engine_memory_is_sized_for_the_dtype_it_loads(tmp_path: Path, stored, l
 
 
 def test_flags_that_cannot_tell_are_settled_by_a_measurement(monkeypatch):
-    from operators import cpu_dtype
+    from operators.infer import cpu_dtype
 
     monkeypatch.setattr(cpu_dtype, "cpu_flags", lambda: AVX512_BF16_ONLY)
     dtype, why = cpu_dtype.cpu_auto_dtype.__wrapped__(256)  # uncached

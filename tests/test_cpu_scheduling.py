@@ -1,4 +1,4 @@
-"""Real-time compute threads for CPU engines (operators/cpu_scheduling.py, `engine.cpu_scheduling`).
+"""Real-time compute threads for CPU engines (operators/infer/cpu_scheduling.py, `engine.cpu_scheduling`).
 
 Whether this machine permits real-time scheduling decides which branch a test checks
 (CI runs as root, so there it is the real-time one); either way the outcome is asserted.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.cpu_scheduling import (
+from operators.infer.cpu_scheduling import (
     CpuScheduling,
     RealtimeUnavailable,
     make_thread_realtime,
@@ -123,13 +123,13 @@ def test_the_thread_and_the_openmp_team_it_starts_run_real_time():
 
 @pytest.mark.engine
 def test_a_cpu_engine_computes_on_real_time_threads_and_normal_keeps_them_normal(ray_session, minilm_path: Path):
-    from jobs.pipeline import engine_env
+    from jobs.core.engine_pool import engine_env
 
     class Probe:
         """A PoolingEngine in an actor with a job's environment; reports its process's threads."""
 
         def __init__(self, mode: str):
-            from operators.engine import EngineSpec, PoolingEngine
+            from operators.infer.engine import EngineSpec, PoolingEngine
 
             self.engine = PoolingEngine(EngineSpec(model_path=str(minilm_path), max_model_len=64,
                                                    cpu_scheduling=mode))

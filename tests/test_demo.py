@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.config import load_config
-from jobs.demo_corpus import write_corpus
-from jobs.embed import run
+from jobs.core.config import load_config
+from jobs.demo_corpus.job import write_corpus
+from jobs.embed.config import EmbedJobConfig
+from jobs.embed.job import run
 
 pytestmark = [pytest.mark.engine, pytest.mark.demo]
 
@@ -19,7 +20,8 @@ def test_demo_config_finds_sensible_neighbours(minilm_path, ray_session, tmp_pat
     n = write_corpus(tmp_path / "demo")
     assert n > 1000
     cfg = load_config(
-        "configs/demo.yaml", [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}", "run.progress=false"]
+        "configs/demo.yaml", [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}", "run.progress=false"],
+        EmbedJobConfig,
     )
     summary = run(cfg)
     assert summary.rows_written + summary.rows_rejected == n

@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.config import ConfigError, parse_config
-from jobs.demo_corpus import write_retrieval_set
-from jobs.eval import reranked_order
-from jobs.eval_config import EvalJobConfig
-from jobs.eval_metrics import evaluate
+from jobs.core.config import ConfigError, parse_config
+from jobs.demo_corpus.job import write_retrieval_set
+from jobs.eval.config import EvalJobConfig
+from jobs.eval.metrics import evaluate
+from jobs.eval.pipeline import reranked_order
 from tests.conftest import job_config, run_job
 from tests.reference import qwen3_rerank_reference
 
@@ -135,7 +135,7 @@ def test_metrics_equal_an_independent_exact_search(retrieval_table, minilm_path,
 
 @pytest.mark.engine
 def test_rerank_reorders_the_top_k_as_the_reference_reranker_does(retrieval_table, minilm_path, tiny_qwen3):
-    from jobs.eval import run
+    from jobs.eval.job import run
 
     k = 5
     cfg = parse_config(eval_config(retrieval_table, eval={"rerank": True, "rerank_top_k": k, "dims": [384]},
@@ -186,7 +186,7 @@ def test_config_errors_name_the_setting(change, error):
 def test_bad_judgements_and_settings_are_named_before_anything_runs(retrieval_table, tmp_path):
     import pyarrow as pa
 
-    from jobs.eval_plan import plan_eval
+    from jobs.eval.plan import plan_eval
 
     def plan(qrels: pa.Table | None = None, **sections):
         raw = eval_config(retrieval_table, **sections)

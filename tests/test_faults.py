@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from operators.run_ledger import open_dataset, read_ledger
+from operators.write.run_ledger import open_dataset, read_ledger
 from tests.conftest import job_config, read_table
 from tests.corpus import documents
 from tests.processes import finish, run_cli
@@ -189,11 +189,11 @@ def run_main(raw: dict, tmp: Path, capsys) -> tuple[int, str]:
     """`batch-embed embed --config FILE` in this process (the session's Ray): exit code and what it printed."""
     import yaml
 
-    from jobs.embed import main
+    from jobs.cli import main
 
     cfg = tmp / f"job-{time.monotonic_ns()}.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    code = main(["--config", str(cfg)])
+    code = main(["embed", "--config", str(cfg)])
     out = capsys.readouterr()
     return code, out.out + out.err
 

@@ -1,4 +1,4 @@
-"""The tokenizer stage (operators/input_tokenizer.py): same ids as the actor's AutoTokenizer, and the
+"""The tokenizer stage (operators/prepare/input_tokenizer.py): same ids as the actor's AutoTokenizer, and the
 Embedder's handling of staged ids (used, completed, or refused when they differ). No engine: fast tier."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from operators.embedder import Embedder, EmbedderSpec, Tokenizer
-from operators.engine import EngineSpec
-from operators.input_tokenizer import FastTokenizer, InputTokenizer, token_ids_column
-from operators.model_spec import ModelSpec, load_model_spec
+from operators.infer.embedder import Embedder, EmbedderSpec, Tokenizer
+from operators.infer.engine import EngineSpec
+from operators.infer.model_spec import ModelSpec, load_model_spec
+from operators.prepare.input_tokenizer import FastTokenizer, InputTokenizer, token_ids_column
 
 INSTRUCTION = "Given a question, retrieve passages that answer it"
 TEXTS = [
@@ -32,8 +32,8 @@ TEXTS = [
 
 def _spec(model: ModelSpec, input_type: str = "document", instruction: str = "", max_tokens: int = 48) -> EmbedderSpec:
     return EmbedderSpec(model=model, engine=EngineSpec(model_path=model.path, max_model_len=max_tokens),
-                        input_type=input_type, instruction=instruction, max_tokens=max_tokens, dimensions=None,
-                        width=model.hidden_size or 0, batch_tokens=4096)
+                        input_type=input_type, instruction=instruction, max_tokens=max_tokens,
+                        dimensions=model.hidden_size or 0, batch_tokens=4096)
 
 
 @pytest.fixture(scope="module", params=["tiny-qwen3", "minilm"])
@@ -108,14 +108,14 @@ class _NoEngineEmbedder(Embedder):
         self.seen.extend(token_ids)
         return np.ones((len(token_ids), 4), dtype=np.float32)
 
-    def _check_width(self, produced: int) -> None:
+    def _check_dimensions(self, produced: int) -> None:
         pass
 
 
 @pytest.fixture()
 def tiny_spec(tiny_qwen3) -> EmbedderSpec:
     spec = _spec(load_model_spec(str(tiny_qwen3)))
-    return EmbedderSpec(**{**spec.__dict__, "width": 4})
+    return EmbedderSpec(**{**spec.__dict__, "dimensions": 4})
 
 
 def test_embedder_uses_staged_ids_and_fills_the_missing_ones(tiny_spec):

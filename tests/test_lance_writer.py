@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WRITE_TWO_FRAGMENTS = """
 import sys
 import pyarrow as pa
-from operators.lance_sink import fragment_writer
+from operators.write.lance_sink import fragment_writer
 
 write_fragments = fragment_writer()
 table = pa.table({"a": [1, 2]})

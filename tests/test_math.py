@@ -8,8 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from operators.prompts import cut_and_end, cut_keep_last, format_input, format_query, group_by_token_budget
-from operators.vectors import fingerprint, id_hash64, l2_normalize, mrl_truncate, text_hash
+from operators.infer.batching import group_by_token_budget
+from operators.infer.matryoshka import l2_normalize, mrl_truncate
+from operators.infer.prompts import cut_and_end, cut_keep_last, format_input, format_query
+from operators.prepare.fingerprints import fingerprint, id_hash64, text_hash
 
 END = 0
 
@@ -102,7 +104,7 @@ def test_hashes_are_stable_and_sensitive():
 
 
 def test_cpu_engine_memory_grows_with_the_model():
-    from operators.engine import cpu_memory_fraction
+    from operators.infer.engine import cpu_memory_fraction
 
     gib = 1 << 30
     assert cpu_memory_fraction(2_000_000, host_bytes=24 * gib) == 0.1  # tiny test model
@@ -118,7 +120,7 @@ def test_the_engines_own_dtype_choice_is_not_warned_about_per_weight():
 
     from vllm.model_executor.models import utils as vllm_model_utils
 
-    from operators.engine import _OWN_DTYPE_CHOICE
+    from operators.infer.engine import _OWN_DTYPE_CHOICE
 
     def record(msg: str) -> logging.LogRecord:
         return logging.LogRecord("vllm.model_executor.models.utils", logging.WARNING, "utils.py", 1, msg,

@@ -7,9 +7,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from jobs.config import ConfigError, parse_config
-from jobs.mine_config import MineJobConfig
-from operators.negative_miner import MiningRules, row_rng, select_negatives
+from jobs.core.config import ConfigError, parse_config
+from jobs.mine.config import MineJobConfig
+from operators.retrieve.negative_miner import MiningRules, row_rng, select_negatives
 from tests.conftest import job_config, run_job, write_shards
 
 TOPICS = {
@@ -81,7 +81,7 @@ def test_config_checks():
 def test_mined_negatives_respect_every_rule(tmp_path, minilm_path, ray_session):
     from sentence_transformers import SentenceTransformer
 
-    from jobs.mine import run
+    from jobs.mine.job import run
 
     docs = [t for texts in TOPICS.values() for t in texts]
     corpus = write_shards(tmp_path / "corpus", [pa.table({"id": [f"d{i}" for i in range(len(docs))], "text": docs})])
@@ -133,7 +133,7 @@ def test_mined_negatives_respect_every_rule(tmp_path, minilm_path, ray_session):
 
 @pytest.mark.engine
 def test_reranker_scores_the_positive_and_the_candidates(tmp_path, minilm_path, tiny_qwen3, ray_session):
-    from jobs.mine import run
+    from jobs.mine.job import run
     from tests.reference import qwen3_rerank_reference
 
     docs = [t for texts in TOPICS.values() for t in texts]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from jobs.config import ConfigError, parse_config
-from jobs.plan import plan_embed_job
+from jobs.core.config import ConfigError, parse_config
+from jobs.embed.config import EmbedJobConfig
+from jobs.embed.plan import plan_embed_job
 from operators.storage import lance_storage_options, s3fs_storage_options
 from tests.conftest import job_config, write_shards
 
@@ -21,20 +22,20 @@ def corpus(tmp_path):
 
 
 def plan(corpus, tmp_path, **sections):
-    return plan_embed_job(parse_config(job_config(corpus, tmp_path / "db", MINILM, **sections)))
+    return plan_embed_job(parse_config(job_config(corpus, tmp_path / "db", MINILM, **sections), EmbedJobConfig))
 
 
 def test_plan_reads_model_and_source(corpus, tmp_path):
     p = plan(corpus, tmp_path, source={"columns": ["lang"]}, model={"dimensions": 128})
     assert p.model.hidden_size == 384 and p.model.pooling == "mean" and not p.model.appends_end_token
-    assert p.max_tokens == 512 and p.width == 128 and p.total_rows == 2
-    assert p.sink.schema.field("vector").type == pa.list_(pa.float32(), 128)
-    assert p.sink.schema.names[:3] == ["id", "vector", "lang"]
+    assert p.max_tokens == 512 and p.dimensions == 128 and p.total_rows == 2
+    assert p.target.sink.schema.field("vector").type == pa.list_(pa.float32(), 128)
+    assert p.target.sink.schema.names[:3] == ["id", "vector", "lang"]
 
 
 def test_tiny_qwen_pools_the_last_token(tiny_qwen3, corpus, tmp_path):
-    p = plan_embed_job(parse_config(job_config(corpus, tmp_path / "db", tiny_qwen3)))
-    assert p.model.pooling == "last" and p.model.appends_end_token and p.width == 128
+    p = plan_embed_job(parse_config(job_config(corpus, tmp_path / "db", tiny_qwen3), EmbedJobConfig))
+    assert p.model.pooling == "last" and p.model.appends_end_token and p.dimensions == 128
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def test_storage_option_dialects():
 
 
 def test_engine_actors_get_their_share_of_cores_for_the_engine_and_the_tokenizer():
-    from jobs.pipeline import engine_env
+    from jobs.core.engine_pool import engine_env
 
     cpu = engine_env(0.0, 2)
     assert cpu["OMP_NUM_THREADS"] == cpu["RAYON_NUM_THREADS"] == "2"
@@ -78,11 +79,11 @@ def test_engine_actors_get_their_share_of_cores_for_the_engine_and_the_tokenizer
 
 
 def test_engines_say_how_many_compute_threads_their_job_may_run_on_a_node():
-    from jobs.config_common import EngineConfig
-    from jobs.pipeline import engine_env, engines_per_node
-    from operators.engine import NODE_THREADS_ENV
+    from jobs.core.engine_pool import engine_env, engines_per_node
+    from jobs.core.sections import EngineConfig
+    from operators.infer.engine import NODE_THREADS_ENV
 
-    # what an engine weighs before its threads go real-time (operators/cpu_scheduling.py)
+    # what an engine weighs before its threads go real-time (operators/infer/cpu_scheduling.py)
     assert engine_env(0.0, 2)[NODE_THREADS_ENV] == "2"
     assert engine_env(0.0, 1, per_node=2)[NODE_THREADS_ENV] == "2"
     assert NODE_THREADS_ENV not in engine_env(1.0, 8, per_node=4)

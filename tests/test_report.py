@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from jobs.report import render_report, report_path_for
-from jobs.svg_charts import nice_ticks, rates
-from jobs.throughput_timeline import ThroughputTimeline
+from jobs.core.paths import report_path
+from jobs.core.report.html import render_report
+from jobs.core.report.svg_charts import nice_ticks, rates
+from jobs.core.report.throughput_timeline import ThroughputTimeline
 from tests.browser import open_page
 
 
@@ -85,8 +86,8 @@ def test_eval_report_shows_every_size_and_the_reranked_line():
 
 
 def test_report_path_sits_next_to_the_summary():
-    assert report_path_for("s3://b/_runs/t-1.json") == "s3://b/_runs/t-1.html"
-    assert report_path_for("/x/metrics") == "/x/metrics.html"
+    assert report_path("s3://b/_runs/t-1.json") == "s3://b/_runs/t-1.html"
+    assert report_path("/x/metrics") == "/x/metrics.html"
 
 
 @pytest.mark.browser

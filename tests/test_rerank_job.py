@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.config import ConfigError, parse_config
-from jobs.rerank_config import RerankJobConfig
+from jobs.core.config import ConfigError, parse_config
+from jobs.rerank.config import RerankJobConfig
 from tests.conftest import read_table, write_shards
 from tests.corpus import SENTENCES, long_text
 from tests.reference import qwen3_rerank_reference
@@ -52,7 +52,7 @@ def rerank_config(pairs_uri, db, model_path, **sections) -> dict:
 
 
 def run_rerank(raw: dict):
-    from jobs.rerank import run
+    from jobs.rerank.job import run
 
     return run(parse_config(raw, RerankJobConfig))
 
@@ -71,7 +71,7 @@ def test_config_needs_exactly_one_input():
 
 
 def test_missing_pair_column_is_named(tmp_path, tiny_qwen3):
-    from jobs.rerank_plan import plan_rerank_job
+    from jobs.rerank.plan import plan_rerank_job
 
     src = write_shards(tmp_path / "pairs", [table_of(pair_rows(["q1"]))])
     raw = rerank_config(src, tmp_path / "db", tiny_qwen3, pairs={"doc_text_column": "body"})
@@ -128,7 +128,7 @@ def test_pairs_are_scored_ranked_and_bad_input_is_kept(tmp_path, tiny_qwen3, ray
 
 @pytest.mark.engine
 def test_embed_then_rerank_queries_embedded_like_the_table_over_their_top_k(tmp_path, tiny_qwen3, ray_session):
-    from jobs.config import DEFAULT_QUERY_INSTRUCTION
+    from operators.infer.prompts import DEFAULT_QUERY_INSTRUCTION
     from tests.conftest import job_config, run_job
     from tests.reference import qwen3_reference
 
@@ -175,8 +175,8 @@ def test_embed_then_rerank_queries_embedded_like_the_table_over_their_top_k(tmp_
 def test_candidates_table_must_keep_its_text(tmp_path, tiny_qwen3):
     import lance
 
-    from jobs.rerank_plan import plan_rerank_job
-    from operators.lance_sink import main_schema
+    from jobs.rerank.plan import plan_rerank_job
+    from operators.write.lance_sink import main_schema
 
     schema = main_schema(8, "float32", [], {"model": str(tiny_qwen3), "instruction": "", "input_type": "document",
                                             "dimensions": 8, "max_tokens": 64})

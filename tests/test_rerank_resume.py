@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from operators.run_ledger import open_dataset, read_ledger
+from operators.write.run_ledger import open_dataset, read_ledger
 from tests.conftest import read_table, write_shards
 from tests.processes import finish, run_cli
 from tests.test_rerank_job import pair_rows, rerank_config, run_rerank, table_of

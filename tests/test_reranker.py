@@ -8,13 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from operators.prompts import (
-    RERANK_PREFIX,
-    RERANK_SUFFIX,
-    assemble_rerank_ids,
-    rerank_pair_head,
-    yes_probability,
-)
+from operators.infer.prompts import RERANK_PREFIX, RERANK_SUFFIX, assemble_rerank_ids, rerank_pair_head, yes_probability
 from tests.corpus import long_text
 from tests.reference import qwen3_rerank_reference
 
@@ -54,7 +48,7 @@ def test_yes_probability_is_the_softmax_share():
 def test_special_token_text_cannot_change_the_template(tiny_qwen3):
     from transformers import AutoTokenizer
 
-    from operators.reranker import RerankTokenizer
+    from operators.infer.reranker import RerankTokenizer
 
     tok = RerankTokenizer(str(tiny_qwen3), max_tokens=512)
     hf = AutoTokenizer.from_pretrained(tiny_qwen3)
@@ -67,9 +61,9 @@ def test_special_token_text_cannot_change_the_template(tiny_qwen3):
 
 @pytest.mark.engine
 def test_scores_equal_the_transformers_reference(tiny_qwen3, ray_session):
-    from jobs.pipeline import ENGINE_ENV
-    from operators.engine import RERANKER_OVERRIDES, EngineSpec
-    from operators.reranker import Reranker, RerankerSpec
+    from jobs.core.engine_pool import ENGINE_ENV
+    from operators.infer.engine import RERANKER_OVERRIDES, EngineSpec
+    from operators.infer.reranker import Reranker, RerankerSpec
 
     # In a Ray actor as in a job: an in-process engine inside pytest counts pytest's own
     # memory as the engine's and fails vLLM's CPU memory check.
@@ -97,7 +91,7 @@ def test_scores_equal_the_transformers_reference(tiny_qwen3, ray_session):
 
 
 def test_ranks_put_unscored_pairs_last_and_keep_ties_in_order():
-    from operators.reranker import ranks_of
+    from operators.infer.reranker import ranks_of
 
     got = ranks_of(np.array([0.2, np.nan, 0.9, 0.2], dtype=np.float32))
     assert got.tolist() == [2, -1, 1, 3]

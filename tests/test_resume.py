@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from operators.run_ledger import open_dataset, read_ledger
+from operators.write.run_ledger import open_dataset, read_ledger
 from tests.conftest import job_config, read_table, run_job, write_shards
 from tests.corpus import documents
 from tests.processes import finish, run_cli
@@ -166,7 +166,7 @@ def test_killed_driver_resumes_on_s3(clean, s3_endpoint, tiny_qwen3, tmp_path):
 
 
 def test_second_writer_fails_at_start_and_first_finishes(clean, tiny_qwen3, tmp_path):
-    from operators.table_lock import TableLockedError
+    from operators.write.table_lock import TableLockedError
 
     src = corpus(tmp_path / "src")
     raw = settings(src, tmp_path / "db", tiny_qwen3)

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import redaction
-from jobs.config import EmbedJobConfig
+from jobs.core import redaction
+from jobs.embed.config import EmbedJobConfig
 from tests.conftest import job_config, read_table
 from tests.corpus import documents
 from tests.processes import finish, run_cli
@@ -64,8 +64,8 @@ def test_local_ray_listens_on_loopback_only(ray_session):
 
 @pytest.mark.engine
 def test_pickled_text_is_embedded_as_data_never_run(tiny_qwen3, ray_session, tmp_path):
-    from jobs.config import parse_config
-    from jobs.embed import run
+    from jobs.core.config import parse_config
+    from jobs.embed.job import run
 
     marker = tmp_path / "pwned"
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from operators.shard_reads import RetryPolicy, ShardReadError, is_transient, read_batches, read_metadata
+from operators.read.shard_reads import RetryPolicy, ShardReadError, is_transient, read_batches, read_metadata
 
 FAST = RetryPolicy(attempts=4, max_seconds=5, first_wait=0.001, max_wait=0.002)
 

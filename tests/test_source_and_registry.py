@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from operators.id_registry import IdRegistry
-from operators.parquet_source import (
+from operators.prepare.id_registry import IdRegistry
+from operators.read.parquet_source import (
     SourceError,
     inspect_shards,
     list_shards,
@@ -75,8 +75,8 @@ def test_bad_shards_are_named_with_why(tmp_path):
 
 
 def test_scan_input_skips_or_fails_on_bad_shards(tmp_path):
-    from jobs.config import ConfigError
-    from jobs.plan import scan_input
+    from jobs.core.config import ConfigError
+    from jobs.core.inputs import scan_input
 
     folder = bad_shard_folder(tmp_path)
     cols = source_columns("id", "text", [])
@@ -134,7 +134,7 @@ def test_registry_rejects_second_claims_but_not_retries_of_the_same_row():
 
 
 def test_registry_keeps_answers_after_merging(monkeypatch):
-    import operators.id_registry as mod
+    import operators.prepare.id_registry as mod
 
     monkeypatch.setattr(mod, "_MERGE_AT", 4)
     reg = IdRegistry()
@@ -145,9 +145,9 @@ def test_registry_keeps_answers_after_merging(monkeypatch):
 
 
 def test_mark_blank_keeps_the_first_reason_and_names_null_and_blank_text():
-    from jobs.eval import mark_queries
-    from jobs.mine import mark_pairs
-    from operators.row_validator import mark_blank
+    from jobs.eval.pipeline import mark_queries
+    from jobs.mine.pipeline import mark_pairs
+    from operators.prepare.row_validator import mark_blank
 
     reason = pa.array(["bad_utf8", None, None, None, None], pa.string())
     text = pa.array([None, None, "  \t", "", "ok"], pa.string())

@@ -10,7 +10,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from operators.table_lock import TableLock, TableLockedError
+from operators.write.table_lock import TableLock, TableLockedError
 
 
 def lease(path, run_id, timeout_s=30.0):

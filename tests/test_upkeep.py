@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.config import parse_config
-from jobs.maintain import MaintainJobConfig
-from operators.table_upkeep import index_params
+from jobs.core.config import parse_config
+from jobs.maintain.job import MaintainJobConfig
+from operators.write.table_upkeep import index_params
 from tests.conftest import job_config, read_table, run_job, write_shards
 from tests.corpus import documents
 
@@ -26,7 +26,7 @@ def test_index_params_follow_the_table():
 
 
 def maintain(db, **upkeep):
-    from jobs.maintain import run
+    from jobs.maintain.job import run
 
     raw = {"table": {"uri": str(db), "name": "docs", "keep_versions": 8, "keep_days": 0}, "upkeep": upkeep}
     return run(parse_config(raw, MaintainJobConfig))
@@ -74,8 +74,8 @@ def test_fifty_small_runs_then_upkeep(tmp_path, minilm_path, ray_session):
 
 
 def test_unfinished_run_blocks_compaction_and_cleanup(tmp_path):
-    from operators import run_ledger as ledger
-    from operators.lance_sink import main_schema
+    from operators.write import run_ledger as ledger
+    from operators.write.lance_sink import main_schema
 
     uri = str(tmp_path / "db" / "docs.lance")
     schema = main_schema(4, "float32", [], {"model": "m", "instruction": "", "input_type": "document",

@@ -1,0 +1,2 @@
+"""The benchmark: `job` (command, contender runs), `contender` (one contender process), `contenders`, `batching`,
+`corpus`, `measure`, `results`, `report`."""

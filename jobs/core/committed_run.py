@@ -1,0 +1,166 @@
+"""A run that writes one Lance table exactly once, driven by its job step by step.
+
+The embedding job and the reranking job differ in their pipelines and tables; what makes
+a run exactly-once does not: one lease on the table, an id registry seeded with what a
+killed attempt of this run committed, one committer on the driver that records progress
+inside each commit, and removal of files no commit references, all while the lease is held.
+A job reads top to bottom:
+
+    with CommittedRun(plan.target, cfg.sink, lock, total_rows=...) as run:  # lease confirmed, registry up
+        index = run.actor(TableIndex, ...)                  # helpers live as long as the run
+        run.consume(build_pipeline(plan, run.registry, index))   # commits as fragments arrive
+        run.finish(deletes)                                 # last commit, orphans removed
+        upkeep(...)                                         # still under the lease
+    summary from run.committer, run.seconds, run.actor_timeline, run.throughput
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from jobs.core.paths import lock_path
+from jobs.core.report.actor_timeline import ActorTimeline
+from jobs.core.report.throughput_timeline import ThroughputTimeline
+from jobs.core.table_target import TableTarget
+from operators.prepare.id_registry import IdRegistry
+from operators.prepare.table_index import scan_ids
+from operators.storage import fsspec_options
+from operators.write import progress as prog
+from operators.write.lance_committer import LanceCommitter
+from operators.write.run_ledger import remove_orphans
+from operators.write.table_lock import TableLock
+
+log = logging.getLogger("batch_embed")
+
+# Owner recorded for ids committed by an earlier attempt: no source row of this attempt has it.
+COMMITTED_OWNER = np.iinfo(np.uint64).max
+
+
+def table_lock(target: TableTarget, sink: Any) -> TableLock:
+    """A planned run's table lease (`sink`: the job's TableSinkConfig); `with table_lock(...) as lock:` claims
+    it, before Ray starts, so a locked table fails at once and the lease's settle pause overlaps Ray's start."""
+    return TableLock(lock_path(sink.uri, sink.table), target.run_id, fsspec_options(sink.uri, sink.storage_options),
+                     sink.lock_timeout_seconds)
+
+
+def source_rows_of(report: dict[str, Any]) -> int:
+    """Source rows a writer report accounts for (a reranked query writes many table rows)."""
+    if report["table"] == "unchanged":
+        return int(report["rows"])
+    return prog.total_rows(prog.loads(report["progress"]))
+
+
+class CommittedRun:
+    """One attempt at writing `target` under `lock` (claimed by the caller, who releases it).
+
+    `sink`: the job's TableSinkConfig (mode, commit cadence); `total_rows`: source rows of the
+    run; `id_column`: the main table's key, seeded into the registry on resume; `unit`: what
+    the progress bar counts; `engine_pools`: map_batches classes whose actors the summary charts.
+    """
+
+    def __init__(self, target: TableTarget, sink: Any, lock: TableLock, *, total_rows: int,
+                 show_progress: bool = True, id_column: str = "id", unit: str = "row",
+                 engine_pools: tuple[str, ...] = ("Embedder",)):
+        self.target, self.sink, self.lock = target, sink, lock
+        self.total_rows, self.show_progress = total_rows, show_progress
+        self.id_column, self.unit, self.engine_pools = id_column, unit, engine_pools
+        self.registry: Any = None
+        self.committer: LanceCommitter | None = None
+        self.orphans_removed = 0
+        self.seconds = 0.0
+        self.actor_timeline: dict[str, list[list[float]]] | None = None  # {pool: [[seconds, alive actors], ...]}
+        self.throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...]
+        self._actors: list[Any] = []
+        self._t0 = 0.0
+        self._throughput = ThroughputTimeline()
+
+    def __enter__(self) -> CommittedRun:
+        self._t0 = time.monotonic()
+        self.lock.confirm()
+        t = self.target
+        try:
+            if t.resuming:
+                log.info("resuming run %s: %d source rows already committed", t.run_id, prog.total_rows(t.done))
+            self.registry = self.actor(IdRegistry)
+            if t.resuming:
+                self._seed_registry()
+            self.committer = LanceCommitter.for_run(
+                t.sink, mode=self.sink.mode.value, main_version=t.main_version, rejected_version=t.rejected_version,
+                resuming=t.resuming, run_id=t.run_id, source=t.source_signature, floor=t.fragment_floor,
+                commit_every_rows=self.sink.commit_every_rows, commit_every_seconds=self.sink.commit_every_seconds,
+                on_commit=self.lock.refresh,
+            )
+        except BaseException as err:
+            self.__exit__(type(err), err, None)
+            raise
+        return self
+
+    def actor(self, cls: type, *args: Any) -> Any:
+        """A helper actor (id registry, table index) that lives as long as the run."""
+        import ray
+
+        handle = ray.remote(num_cpus=0)(cls).remote(*args)
+        self._actors.append(handle)
+        return handle
+
+    def consume(self, dataset: Any) -> None:
+        """Drive `dataset` (rows: writer reports) to the end, committing every N rows / T seconds."""
+        from tqdm import tqdm
+
+        assert self.committer is not None, "use CommittedRun as a context manager"
+        t = self.target
+        bar = tqdm(total=self.total_rows, initial=prog.total_rows(t.done), unit=self.unit, desc=self.sink.table,
+                   disable=not self.show_progress)
+        timeline = ActorTimeline(self.engine_pools)
+        try:
+            with timeline:
+                throughput = ThroughputTimeline(t0=timeline.t0)
+                for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    for report in batch.to_pylist():
+                        self.committer.add(report)
+                        rows = source_rows_of(report)
+                        bar.update(rows)
+                        throughput.add(rows, report["tokens"] if report["table"] != "unchanged" else 0)
+                    self.committer.maybe_commit()
+        finally:
+            bar.close()
+        self.actor_timeline, self._throughput = timeline.points, throughput
+
+    def finish(self, deletes: dict[int, list[str]] | None = None) -> None:
+        """The last commit (marking the run complete, with `deletes` {fragment: ids}), then orphan clean-up."""
+        assert self.committer is not None
+        self.committer.finish(deletes)
+        self.throughput = self._throughput.close()
+        # Files of killed attempts and of retried writer tasks were never committed;
+        # removing them needs the lock this run still holds.
+        self.orphans_removed = remove_orphans(self.target.sink.main_uri, self.target.sink.rejected_uri,
+                                              storage_options=self.target.sink.storage_options)
+        self.seconds = time.monotonic() - self._t0
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
+        import ray
+
+        for handle in self._actors:
+            ray.kill(handle)
+        self._actors.clear()
+        if exc is not None and isinstance(exc, Exception):
+            # A storage outage, a bad shard mid-read, a crash: commits are atomic, so the table is at its
+            # last good version and the run's ledger says what is in it.
+            log.error("run %s stopped (%s); the table keeps every commit made before this, and re-running the same "
+                      "command resumes from the last one", self.target.run_id, type(exc).__name__)
+
+    def _seed_registry(self) -> None:
+        """Claim the ids this run already committed, so a resumed run still rejects their duplicates."""
+        import ray
+
+        # Only the fragments this run wrote (id above its floor): the cost grows with
+        # the interrupted run's rows, not with the table.
+        sink = self.target.sink
+        for _, hashes in scan_ids(sink.main_uri, sink.storage_options, above=self.target.fragment_floor,
+                                  id_column=self.id_column):
+            hashes = np.unique(hashes)  # a query's id is on each of its pairs
+            ray.get(self.registry.claim.remote(hashes, np.full(len(hashes), COMMITTED_OWNER, dtype=np.uint64)))

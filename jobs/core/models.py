@@ -1,0 +1,117 @@
+"""The models a job runs, checked on the driver: the reranker, and the embedding model a vector table records.
+
+Rerank (with candidates), eval and mine embed queries to search a table written by
+`batch-embed embed`; the table's provenance says which model, instruction, size and
+token limit its vectors came from, so the queries are embedded exactly the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.core.batching import RERANK_TEMPLATE_TOKENS
+from jobs.core.config import ConfigError
+from jobs.core.paths import table_uri
+from operators.infer.embedder import EmbedderSpec
+from operators.infer.engine import RERANKER_OVERRIDES, EngineSpec
+from operators.infer.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
+from operators.infer.prompts import DEFAULT_QUERY_INSTRUCTION
+from operators.infer.reranker import RerankerSpec
+from operators.retrieve.top_k import RetrievalSpec
+from operators.storage import lance_storage_options
+from operators.write.lance_sink import read_provenance
+from operators.write.run_ledger import open_dataset
+
+
+@dataclass
+class QueryEmbedding:
+    """How queries are embedded to search a vector table: its own model, instruction and size."""
+
+    model: ModelSpec
+    instruction: str
+    dimensions: int
+    max_tokens: int
+    dtype: str
+
+    def embedder_spec(self, gpus: float, engine: Any, document_column: str | None = None) -> EmbedderSpec:
+        """`engine`: the job's EngineConfig."""
+        spec = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=self.dtype, gpus=gpus,
+                          extra=dict(engine.vllm), cpu_scheduling=engine.cpu_scheduling.value)
+        return EmbedderSpec(model=self.model, engine=spec, input_type="query", instruction=self.instruction,
+                            max_tokens=self.max_tokens, dimensions=self.dimensions,
+                            batch_tokens=engine.batch_tokens, document_column=document_column)
+
+
+@dataclass
+class VectorTable:
+    """A table written by `batch-embed embed`, opened at its current version for searching."""
+
+    dataset: Any  # the Lance dataset
+    embedding: QueryEmbedding
+    retrieval: RetrievalSpec  # exact top-k at the table's size, pinned to this version
+
+
+def open_vector_table(table: str, db_uri: str, text_column: str | None, query_instruction: str | None,
+                      storage_options: dict[str, Any], top_k: int, dtype: str,
+                      section: str = "candidates") -> VectorTable:
+    """The table, and how queries must be embedded to search it (its own recorded provenance).
+
+    `text_column`: None when the documents' text is not needed; `section`: the config section
+    errors name (`<section>.table`, `<section>.text_column`)."""
+    uri = table_uri(db_uri, table)
+    options = lance_storage_options(storage_options)
+    ds = open_dataset(uri, options)
+    if ds is None:
+        raise ConfigError(f"{section}.table: no table {table!r} at {db_uri}")
+    prov = read_provenance(ds.schema)
+    if prov is None:
+        raise ConfigError(f"{section}.table: {uri} was not written by batch-embed embed (no provenance metadata), "
+                          "so the model to embed the queries with is unknown")
+    if text_column is not None and text_column not in ds.schema.names:
+        raise ConfigError(f"{section}.text_column: table {table!r} has no column {text_column!r} (it has "
+                          f"{ds.schema.names}); embed it with source.columns: [<the text column>] so the documents "
+                          "can be read back")
+    try:
+        model = load_model_spec(prov["model"])
+    except ModelNotFoundError as err:
+        raise ConfigError(f"{section}.table: the table was embedded with {err}") from None
+    if query_instruction is not None:
+        instruction = query_instruction
+    elif prov.get("input_type") == "query":
+        instruction = prov.get("instruction") or ""
+    else:
+        instruction = DEFAULT_QUERY_INSTRUCTION if model.appends_end_token else ""
+    emb = QueryEmbedding(model=model, instruction=instruction, dimensions=int(prov["dimensions"]),
+                         max_tokens=int(prov["max_tokens"]), dtype=dtype)
+    retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=top_k, text_column=text_column,
+                              storage_options=options)
+    return VectorTable(dataset=ds, embedding=emb, retrieval=retrieval)
+
+
+def reranker_model(m: Any, section: str = "model") -> tuple[ModelSpec, int]:
+    """The reranker's spec and token limit, checked; `m`: a RerankModelConfig; errors name `<section>.<key>`."""
+    try:
+        model = load_model_spec(m.name)
+    except ModelNotFoundError as err:
+        raise ConfigError(f"{section}.name: {err}") from None
+    max_tokens = effective_max_tokens(model, m.max_tokens)
+    if model.max_positions and max_tokens > model.max_positions:
+        raise ConfigError(f"{section}.max_tokens: {max_tokens} is more than the model's limit of "
+                          f"{model.max_positions} tokens")
+    if model.pooling != "last":
+        raise ConfigError(f"{section}.name: {m.name} is not a Qwen3-Reranker-style causal LM; this job scores "
+                          "P(yes) with the Qwen3-Reranker template")
+    if max_tokens < RERANK_TEMPLATE_TOKENS + 16:
+        raise ConfigError(f"{section}.max_tokens: {max_tokens} leaves no room for a query and a document next to "
+                          "the reranker's template")
+    return model, max_tokens
+
+
+def reranker_spec(m: Any, model: ModelSpec, max_tokens: int, engine: Any, gpus: float) -> RerankerSpec:
+    """`m`: the RerankModelConfig; `engine`: the job's EngineConfig."""
+    spec = EngineSpec(model_path=model.path, max_model_len=max_tokens, dtype=m.dtype.value, gpus=gpus,
+                      trust_remote_code=m.trust_remote_code, extra=dict(engine.vllm), hf_overrides=RERANKER_OVERRIDES,
+                      cpu_scheduling=engine.cpu_scheduling.value)
+    return RerankerSpec(engine=spec, instruction=m.instruction, max_tokens=max_tokens,
+                        batch_tokens=engine.batch_tokens)

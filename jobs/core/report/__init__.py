@@ -1,0 +1,1 @@
+"""Run reports: one self-contained HTML file per summary, its SVG charts, and the timelines they draw."""

@@ -1,0 +1,201 @@
+"""Config sections several jobs share: the engine pool, the table sink, the run, upkeep, queries, the reranker.
+
+A job's own sections live in its package (`jobs/<job>/config.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from jobs.core.config import StrictModel
+from operators.infer.cpu_scheduling import CpuScheduling
+
+
+class ModelDtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class ReadRetryConfig(StrictModel):
+    attempts: int = Field(10, ge=1, description="Tries per read in all (1: no retry).")
+    max_seconds: float = Field(300.0, ge=0, description="Give up retrying a read after this long (backoff "
+                               "0.5 s doubling to 30 s); the job then stops naming the shard and can be re-run.")
+
+    def policy(self) -> Any:
+        from operators.read.shard_reads import RetryPolicy
+
+        return RetryPolicy(attempts=self.attempts, max_seconds=self.max_seconds)
+
+
+class ActorsConfig(StrictModel):
+    min: int = Field(1, ge=1, description="Embedding actors kept alive.")
+    max: int = Field(1, ge=1, description="Embedding actors the pool may grow to under backlog.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActorsConfig:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is smaller than min ({self.min})")
+        return self
+
+
+class EngineConfig(StrictModel):
+    actors: ActorsConfig = Field(default_factory=ActorsConfig, description="Autoscaling pool size {min, max}.")
+    gpus_per_actor: float | Literal["auto"] = Field(
+        "auto", description="GPUs per engine actor; `auto`: 1 if the cluster has GPUs, else 0 (CPU engine)."
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each engine actor.")
+    threads_per_actor: int | Literal["auto"] = Field(
+        "auto",
+        description="Compute threads of a CPU engine; `auto`: a node's cores divided by actors.max. "
+        "Ray would otherwise pin an actor with 1 CPU to 1 thread.",
+    )
+    batch_tokens: int = Field(
+        16384, ge=64, description="Token budget of one engine call, counted as a padded kernel counts it (rows x "
+        "the call's longest row); Ray batches are sized to about this many tokens."
+    )
+    cpu_scheduling: CpuScheduling = Field(
+        CpuScheduling.auto,
+        description="CPU engines' compute threads: `auto` runs them at the lowest real-time priority (SCHED_RR) "
+        "where the OS permits it and it is safe, so that Ray's own processes do not preempt them, else at normal "
+        "priority with a warning; `realtime`: the engine fails to start instead; `normal`: never. GPU engines: "
+        "ignored.",
+    )
+    vllm: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vLLM engine arguments passed through as is (e.g. enforce_eager)."
+    )
+
+    @field_validator("gpus_per_actor", "threads_per_actor")
+    @classmethod
+    def _auto_or_at_least(cls, v: float | str, info: Any) -> float | str:
+        minimum = {"gpus_per_actor": 0, "threads_per_actor": 1}[info.field_name]
+        if v != "auto" and v < minimum:
+            raise ValueError(f"must be >= {minimum} or 'auto'")
+        return v
+
+    @field_validator("vllm")
+    @classmethod
+    def _no_owned_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        owned = {"model", "runner", "dtype", "max_model_len", "trust_remote_code"} & set(v)
+        if owned:
+            raise ValueError(f"{sorted(owned)} are set from the model section, not engine.vllm")
+        return v
+
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class TableSinkConfig(StrictModel):
+    """What every job writing a LanceDB table shares: where, and how often it commits."""
+
+    uri: str = Field(description="LanceDB database: local folder or s3://bucket/prefix.")
+    table: str = Field(description="Table name; rejected rows go to `<table>_rejected`.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Object-store options (endpoint_url/aws_endpoint, region, ...)."
+    )
+    rows_per_fragment: int = Field(10_000, ge=1, description="Rows a writer gathers into one Lance fragment.")
+    commit_every_rows: int = Field(100_000, ge=1, description="Commit written fragments after this many rows.")
+    commit_every_seconds: float = Field(60.0, gt=0, description="... or after this many seconds.")
+    lock_timeout_seconds: float = Field(
+        900.0, gt=0, description="A writer's table lock counts as abandoned after this long without a commit "
+        "(sooner on the same host, as soon as its process is gone)."
+    )
+
+    @model_validator(mode="after")
+    def _lock_outlives_commits(self) -> TableSinkConfig:
+        if self.lock_timeout_seconds <= self.commit_every_seconds:
+            raise ValueError(".lock_timeout_seconds: must be longer than sink.commit_every_seconds")
+        return self
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, v: str) -> str:
+        if not _TABLE_NAME.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+
+class RunConfig(StrictModel):
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join; default: RAY_ADDRESS, or a local Ray on 127.0.0.1."
+    )
+    summary_path: str | None = Field(
+        None, description="Where the JSON summary goes; default `<sink.uri>/_runs/<table>-<utc time>.json`."
+    )
+    progress: bool = Field(True, description="Show progress bars.")
+
+
+class UpkeepWhen(str, Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+class UpkeepConfig(StrictModel):
+    """Table upkeep after a successful run (and `batch-embed maintain`)."""
+
+    when: UpkeepWhen = Field(UpkeepWhen.auto, description="auto: after a run that leaves the table with at least "
+                             "min_rows rows; always; never.")
+    min_rows: int = Field(100_000, ge=0, description="Size from which `auto` upkeep runs.")
+    vector_index: Literal["auto", "IVF_PQ", "IVF_HNSW_SQ", "none"] = Field(
+        "auto", description="auto: IVF_PQ; parameters from the row count and width unless given.")
+    num_partitions: int | None = Field(None, ge=1)
+    num_sub_vectors: int | None = Field(None, ge=1)
+    index_min_rows: int = Field(10_000, ge=0, description="Smaller tables get no vector index (exact search).")
+    id_index: bool = Field(True, description="BTREE index on `id` (what incremental runs and upserts look up).")
+    fts_column: str | None = Field(None, description="Full-text (INVERTED) index on this column, for hybrid search.")
+    compact: bool = Field(True, description="Merge small fragments.")
+    target_rows_per_fragment: int = Field(1_048_576, ge=1)
+    recall_queries: int = Field(50, ge=0, description="Stored vectors used to check ANN recall@10 against exact.")
+
+    def settings(self, keep_versions: int, keep_days: float):
+        from operators.write.table_upkeep import UpkeepSettings
+
+        return UpkeepSettings(
+            vector_index=self.vector_index, num_partitions=self.num_partitions, num_sub_vectors=self.num_sub_vectors,
+            index_min_rows=self.index_min_rows, id_index=self.id_index, fts_column=self.fts_column,
+            compact=self.compact, target_rows_per_fragment=self.target_rows_per_fragment,
+            keep_versions=keep_versions, keep_days=keep_days, recall_queries=self.recall_queries,
+        )
+
+
+class RetentionMixin(StrictModel):
+    keep_versions: int = Field(20, ge=1, description="Upkeep keeps at least this many latest versions...")
+    keep_days: float = Field(7.0, ge=0, description="... and every version younger than this (readers on them).")
+
+
+class QueriesConfig(StrictModel):
+    """A Parquet of queries (`batch-embed rerank` with candidates, `eval`, the embed job's `rerank:`)."""
+
+    uri: str = Field(description="Parquet of queries (local or s3://).")
+    id_column: str = "query_id"
+    text_column: str = "query"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+DEFAULT_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
+
+
+class RerankMode(str, Enum):
+    """How a reranking table is written (`batch-embed rerank`, the embed job's `rerank:` section)."""
+
+    create = "create"
+    overwrite = "overwrite"
+    append = "append"
+
+
+class RerankModelConfig(StrictModel):
+    """A Qwen3-Reranker (rerank's `model`, eval's and mine's `reranker`)."""
+
+    name: str = Field(DEFAULT_RERANKER, description="A Qwen3-Reranker (HF id, local folder or pkg://).")
+    instruction: str | None = Field(None, description="The <Instruct> of the template; default: the model card's "
+                                    "web-search one.")
+    max_tokens: int | None = Field(None, gt=1, description="Longest pair, template included; longer documents are "
+                                   "cut. Default: the model's limit, at most 8192.")
+    dtype: ModelDtype = ModelDtype.auto
+    trust_remote_code: bool = False

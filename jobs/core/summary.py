@@ -1,0 +1,40 @@
+"""What every job's summary shares: the engine pools over the run, and writing the JSON with its HTML report."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def actors_report(engine: Any, gpus: float, timeline: dict[str, list[list[float]]] | None) -> dict[str, Any]:
+    """The summary's `actors`: the pool's configured size and how many were alive over the run."""
+    return {"min": engine.actors.min, "max": engine.actors.max, "gpus_per_actor": gpus, "timeline": timeline}
+
+
+def render_actors(actors: dict[str, Any]) -> str:
+    """`actors  Embedder 0@1s->1@14s->0@47.1s (peak 1 of max 2)`: how each engine pool scaled over the run."""
+    pools = []
+    for pool, series in sorted((actors.get("timeline") or {}).items()):
+        steps = "->".join(f"{int(n)}@{t:g}s" for t, n in series) or "not seen"
+        peak = max((int(n) for _, n in series), default=0)
+        pools.append(f"{pool} {steps} (peak {peak} of max {actors.get('max')})")
+    return "actors         " + ("; ".join(pools) or f"min {actors.get('min')} max {actors.get('max')}")
+
+
+def write_summary(summary: Any, path: str, storage_options: dict[str, Any]) -> None:
+    """Write the JSON (local folder or object store) and the HTML report next to it.
+
+    `summary`: a RunSummary, RerankSummary or EvalSummary. Both files come from the redacted JSON."""
+    import fsspec
+
+    from jobs.core.paths import report_path
+    from jobs.core.redaction import redact
+    from jobs.core.report.html import render_report
+
+    summary.summary_path = path
+    summary.report_path = report_path(path)
+    text = redact(summary.to_json())
+    with fsspec.open(path, "w", **storage_options) as f:
+        f.write(text)
+    with fsspec.open(summary.report_path, "w", **storage_options) as f:
+        f.write(render_report(json.loads(text)))

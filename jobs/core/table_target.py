@@ -1,0 +1,87 @@
+"""The table a job writes, planned on the driver: where, at which version, and whether a killed run resumes.
+
+The embedding and reranking jobs write their tables the same way (a main table and a
+`<table>_rejected` one, both committed by one committer, with the run's progress in each
+commit), so they plan them the same way: open both, find an unfinished run over the same
+source listing (resume it), refuse `create` over an existing table, and let the job check
+that an existing table was written with the same recipe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from jobs.core.config import ConfigError
+from jobs.core.paths import rejected_table, table_uri
+from operators.storage import lance_storage_options
+from operators.write import progress as prog
+from operators.write.lance_sink import SinkSpec
+from operators.write.run_ledger import max_fragment_id, open_dataset, read_ledger
+
+
+@dataclass
+class TableTarget:
+    sink: SinkSpec
+    main_version: int | None  # current version of the main table, None if it does not exist
+    rejected_version: int | None
+    run_id: str
+    source_signature: str
+    fragment_floor: int  # fragments with a higher id were written by this run
+    resuming: bool = False
+    done: prog.Progress = field(default_factory=dict)  # source rows already committed by this run
+
+
+def plan_table(sink: Any, schema: pa.Schema, listing: list[tuple[str, int]], create_hint: str,
+               check_existing: Callable[[pa.Schema, str], None]) -> TableTarget:
+    """Plan the write of `sink` (a TableSinkConfig with a `mode`) with the main table's `schema`.
+
+    `listing`: what the run reads, as (name, size) pairs (a resumed run must read the same);
+    `create_hint`: the modes to suggest when `create` meets an existing table;
+    `check_existing(schema, uri)`: raises ConfigError when the existing table was written otherwise.
+    """
+    options = lance_storage_options(sink.storage_options)
+    main_uri = table_uri(sink.uri, sink.table)
+    rejected_uri = table_uri(sink.uri, rejected_table(sink.table))
+    main_ds, rejected_ds = open_dataset(main_uri, options), open_dataset(rejected_uri, options)
+    signature = prog.source_signature(listing)
+    mode = sink.mode.value
+    resume = None if mode == "overwrite" else find_unfinished_run(sink.table, main_ds, rejected_ds, signature)
+    if main_ds is not None and mode == "create" and resume is None:
+        raise ConfigError(f"sink.table: table {sink.table!r} already exists at {main_uri}; use sink.mode: "
+                          f"{create_hint}")
+    if main_ds is not None and mode != "overwrite":
+        check_existing(main_ds.schema, main_uri)
+    return TableTarget(
+        sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options),
+        main_version=main_ds.version if main_ds is not None else None,
+        rejected_version=rejected_ds.version if rejected_ds is not None else None,
+        run_id=resume[0] if resume else uuid.uuid4().hex,
+        source_signature=signature,
+        fragment_floor=resume[2] if resume else max_fragment_id(main_ds),
+        resuming=resume is not None,
+        done=resume[1] if resume else {},
+    )
+
+
+def find_unfinished_run(table: str, main_ds: Any, rejected_ds: Any, signature: str):
+    """(run id, committed progress, fragment floor) of a killed run over this source, or None."""
+    ledgers = [read_ledger(ds) if ds is not None else None for ds in (main_ds, rejected_ds)]
+    unfinished = [lg for lg in ledgers if lg is not None and not lg.complete]
+    if not unfinished:
+        return None
+    run = unfinished[0]
+    if run.source != signature:
+        raise ConfigError(
+            f"source.uri: table {table!r} holds an unfinished run ({run.run_id}) over a different "
+            "source listing (shards, row counts or the candidates table changed since it was killed). Re-run with "
+            "the original source to finish it, or use sink.mode: overwrite to rebuild the table"
+        )
+    same = [lg for lg in ledgers if lg is not None and lg.run_id == run.run_id]
+    main_floor = ledgers[0].fragment_floor if ledgers[0] is not None and ledgers[0].run_id == run.run_id else None
+    floor = main_floor if main_floor is not None else max_fragment_id(main_ds)
+    return run.run_id, prog.merge_progress(*(lg.done for lg in same)), floor

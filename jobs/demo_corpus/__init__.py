@@ -1,0 +1,1 @@
+"""The demo-corpus command: `job` writes the offline demo corpus or a judged retrieval set."""

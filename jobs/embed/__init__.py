@@ -1,0 +1,1 @@
+"""The embedding job: `job` (command and run), `config`, `plan`, `pipeline`, `summary`."""

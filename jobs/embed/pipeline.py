@@ -1,0 +1,115 @@
+"""Compose the operators into a lazy Ray Data pipeline and drive it to committed Lance versions.
+
+read (ParquetShardSource) -> RowValidator -> InputTokenizer (tasks) -> Embedder (autoscaling actor pool)
+-> LanceFragmentWriter (tasks) -> LanceCommitter (driver, every N rows / T seconds)
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from jobs.core.committed_run import CommittedRun
+from jobs.core.engine_pool import engine_pool_args, resolve_gpus
+from jobs.core.paths import run_stamp, summary_path
+from jobs.core.summary import write_summary
+from jobs.embed.plan import EmbedPlan
+from jobs.embed.summary import RunSummary, check_accounting, summarize
+from operators.infer.embedder import Embedder
+from operators.prepare.input_tokenizer import InputTokenizer
+from operators.prepare.row_validator import RowValidator
+from operators.prepare.table_index import TableIndex, missing_ids
+from operators.read.parquet_source import ParquetShardSource
+from operators.storage import fsspec_options
+from operators.write.lance_sink import LanceFragmentWriter
+from operators.write.run_ledger import open_dataset
+from operators.write.table_lock import TableLock
+
+log = logging.getLogger("batch_embed")
+
+
+def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None):
+    """The lazy Ray Dataset whose rows are the writer's fragment reports."""
+    import ray.data
+
+    cfg = plan.config
+    src = cfg.source
+    source = ParquetShardSource(plan.fs, plan.shards, src.id_column, src.text_column, src.columns,
+                                done=plan.target.done, retry=src.retry.policy())
+    shard_index = {s.path: i for i, s in enumerate(plan.shards)}
+    embedder = plan.embedder_spec(gpus)
+    ds = ray.data.read_datasource(source)
+    ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index), batch_format="pyarrow",
+                        batch_size=None)
+    # Tokenised in the tasks (Ray Data fuses them with the validator's), so the engine actors only embed.
+    ds = ds.map_batches(InputTokenizer(embedder), batch_format="pyarrow", batch_size=None)
+    ds = ds.map_batches(Embedder, fn_constructor_args=(embedder,), batch_size=plan.rows_per_batch,
+                        batch_format="pyarrow", **engine_pool_args(cfg.engine, gpus))
+    return ds.map_batches(
+        LanceFragmentWriter(plan.target.sink),
+        batch_size=cfg.sink.rows_per_fragment,
+        batch_format="pyarrow",  # no runtime_env: see lance_sink.fragment_writer
+    )
+
+
+def deletes_skipped(plan: EmbedPlan) -> str | None:
+    """Why sync.delete_missing deletes nothing this run: a skipped shard's ids are not "missing from the
+    source", and deleting them would lose good rows."""
+    cfg = plan.config
+    if plan.bad_shards and cfg.sync.delete_missing and cfg.sink.mode.value == "sync":
+        return f"{len(plan.bad_shards)} shard(s) skipped"
+    return None
+
+
+def final_deletes(plan: EmbedPlan, registry: Any) -> dict[int, list[str]] | None:
+    """sync.delete_missing: the table's rows whose id no source row claimed this run, by fragment."""
+    import ray
+
+    if not plan.config.sync.delete_missing or deletes_skipped(plan):
+        return None
+    sink = plan.target.sink
+    return missing_ids(sink.main_uri, sink.storage_options, plan.target.fragment_floor,
+                       lambda hashes: ray.get(registry.seen.remote(hashes)))
+
+
+def upkeep(plan: EmbedPlan) -> Any:
+    """Compaction, indexes and old versions when `upkeep.when` asks for them; the UpkeepReport or None."""
+    from operators.write.table_upkeep import upkeep as run_upkeep
+
+    cfg, sink = plan.config, plan.target.sink
+    when = cfg.upkeep.when.value
+    ds = open_dataset(sink.main_uri, sink.storage_options)
+    rows = ds.count_rows() if ds is not None else 0
+    if when == "never" or (when == "auto" and rows < cfg.upkeep.min_rows):
+        return None
+    log.info("table upkeep: %d rows", rows)
+    return run_upkeep(sink.main_uri, sink.storage_options, cfg.upkeep.settings(cfg.sink.keep_versions,
+                                                                                cfg.sink.keep_days))
+
+
+def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
+    """Run the pipeline, committing as fragments arrive; returns the summary (also written as JSON).
+
+    `lock`: the table's lease, claimed (`committed_run.table_lock`).
+    """
+    from ray.data import DataContext
+
+    cfg = plan.config
+    started = datetime.now(timezone.utc)
+    DataContext.get_current().enable_progress_bars = cfg.run.progress
+    gpus = resolve_gpus(cfg.engine.gpus_per_actor)
+    target = plan.target
+    with CommittedRun(target, cfg.sink, lock, total_rows=plan.total_rows, show_progress=cfg.run.progress) as run:
+        index = None
+        if cfg.sink.mode.value == "sync" and target.main_version is not None:
+            # Built on the actor itself: the driver never holds the table's ids.
+            index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor)
+        run.consume(build_pipeline(plan, gpus, run.registry, index))
+        run.finish(final_deletes(plan, run.registry))
+        upkeep_report = upkeep(plan)  # still under the lease
+    summary = summarize(plan, run, gpus, upkeep_report, deletes_skipped(plan))
+    check_accounting(summary)
+    path = cfg.run.summary_path or summary_path(cfg.sink.uri, cfg.sink.table, run_stamp(started))
+    write_summary(summary, path, fsspec_options(path, cfg.sink.storage_options))
+    return summary

@@ -1,0 +1,138 @@
+"""The embedding job's end-of-run summary: one screen for people, one JSON file for scripts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from jobs.core.paths import rejected_table
+from jobs.core.summary import actors_report, render_actors
+
+
+@dataclass
+class RunSummary:
+    table: str
+    table_uri: str
+    table_version: int | None
+    rejected_table: str
+    rejected_version: int | None
+    model: str
+    dimensions: int
+    mode: str
+    shards: int
+    rows_read: int
+    rows_written: int
+    rows_rejected: int
+    rows_resumed: int  # committed by earlier, killed attempts of this run
+    rows_new: int  # embedded, id not in the table before
+    rows_changed: int  # embedded, replacing a vector whose fingerprint changed
+    rows_unchanged: int  # skipped: the table already holds this vector (sync mode)
+    rows_deleted: int  # removed: id no longer in the source (sync.delete_missing)
+    rejected_by_reason: dict[str, int]
+    tokens: int
+    seconds: float
+    commits: int
+    run_id: str = ""
+    orphans_removed: int = 0  # uncommitted files of killed attempts / retried tasks, deleted at the end
+    actors: dict[str, Any] = field(default_factory=dict)
+    summary_path: str | None = None
+    rerank: Any = None  # the RerankSummary of the config's `rerank:` section, when it has one
+    upkeep: Any = None  # the UpkeepReport, when upkeep ran after the commit
+    bad_shards: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped (on_bad_shard: skip)
+    deletes_skipped: str | None = None  # why sync.delete_missing did not delete this run
+    throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...] for the report
+    report_path: str | None = None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_written / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows_per_s"] = round(self.rows_per_s, 2)
+        d["tokens_per_s"] = round(self.tokens_per_s, 2)
+        d["seconds"] = round(self.seconds, 3)
+        d["kind"] = "embed"
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def render(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
+        lines = [
+            "── batch-embed summary ──────────────────────────────",
+            f"table          {self.table}  (version {self.table_version})  {self.table_uri}",
+            f"model          {self.model}  dims={self.dimensions}  mode={self.mode}",
+            f"rows           read {self.rows_read:,} from {self.shards} shard(s)  written {self.rows_written:,}  "
+            f"rejected {self.rows_rejected:,}"
+            + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
+            f"sync           new {self.rows_new:,}  changed {self.rows_changed:,}  unchanged (skipped) "
+            f"{self.rows_unchanged:,}  deleted {self.rows_deleted:,}"
+            + (f"  (no deletes: {self.deletes_skipped})" if self.deletes_skipped else ""),
+            f"rejected       {reasons}  -> {self.rejected_table} (version {self.rejected_version})",
+            f"tokens         {self.tokens:,}",
+            f"time           {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   {self.tokens_per_s:,.0f} tokens/s",
+            f"commits        {self.commits}",
+            render_actors(self.actors),
+        ]
+        for path, why in sorted(self.bad_shards.items()):
+            lines.append(f"SKIPPED SHARD  {path}: {why}")
+        if self.summary_path:
+            lines.append(f"summary        {self.summary_path}")
+        if self.report_path:
+            lines.append(f"report         {self.report_path}")
+        if self.upkeep is not None:
+            lines.append(self.upkeep.render())
+        if self.rerank is not None:
+            lines.append(self.rerank.render())
+        return "\n".join(lines)
+
+
+def summarize(plan: Any, run: Any, gpus: float, upkeep: Any, deletes_skipped: str | None) -> RunSummary:
+    """The summary of a finished run: `plan` an EmbedPlan, `run` its finished CommittedRun."""
+    cfg, c = plan.config, run.committer
+    return RunSummary(
+        table=cfg.sink.table,
+        table_uri=plan.target.sink.main_uri,
+        table_version=c.main.version,
+        rejected_table=rejected_table(cfg.sink.table),
+        rejected_version=c.rejected.version,
+        model=cfg.model.name,
+        dimensions=plan.dimensions,
+        mode=cfg.sink.mode.value,
+        shards=len(plan.shards),
+        rows_read=plan.total_rows,
+        rows_written=c.rows_written,
+        rows_rejected=c.rows_rejected,
+        rows_resumed=plan.rows_done,
+        rows_new=c.actions["new"],
+        rows_changed=c.actions["changed"],
+        rows_unchanged=c.actions["unchanged"],
+        rows_deleted=c.deleted,
+        rejected_by_reason=dict(c.reasons),
+        tokens=c.tokens,
+        seconds=run.seconds,
+        commits=c.commits,
+        run_id=plan.target.run_id,
+        orphans_removed=run.orphans_removed,
+        actors=actors_report(cfg.engine, gpus, run.actor_timeline),
+        throughput=run.throughput,
+        upkeep=upkeep,
+        bad_shards={b.path: b.reason for b in plan.bad_shards},
+        deletes_skipped=deletes_skipped,
+    )
+
+
+def check_accounting(s: RunSummary) -> None:
+    """Every source row is in exactly one place: written, rejected, unchanged, or committed by an earlier attempt."""
+    if s.rows_written + s.rows_rejected + s.rows_unchanged + s.rows_resumed != s.rows_read:
+        raise RuntimeError(
+            f"row accounting mismatch: read {s.rows_read}, written {s.rows_written}, rejected "
+            f"{s.rows_rejected}, unchanged {s.rows_unchanged}, committed by earlier attempts {s.rows_resumed}"
+        )

@@ -1,0 +1,1 @@
+"""The evaluation job: `job` (command and run), `config`, `plan`, `pipeline`, `metrics`, `summary`."""

@@ -1,0 +1,1 @@
+"""The upkeep job: `job` (config, command and run)."""

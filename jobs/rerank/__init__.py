@@ -1,0 +1,1 @@
+"""The reranking job: `job` (command and run), `config`, `plan`, `pipeline`, `summary`."""

@@ -1,0 +1,1 @@
+"""Cluster submission: `job` validates a config, then submits and follows it through cluster/submit.py."""

@@ -1,0 +1,211 @@
+"""A thin wrapper that owns one vLLM pooling engine (embedder or reranker) and returns plain float32 numpy.
+
+Operators and tests call this; nothing else in the project touches vLLM. The
+engine runs in-process (no engine-core child process), which is what a Ray
+actor wants: one actor, one engine, one process to kill and restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from operators.infer.cpu_scheduling import CpuScheduling, make_thread_realtime
+from operators.infer.model_spec import hidden_size_of, weight_bytes
+
+log = logging.getLogger("batch_embed")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    model_path: str
+    max_model_len: int
+    dtype: str = "auto"
+    gpus: float = 0.0
+    trust_remote_code: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    hf_overrides: dict[str, Any] | None = None  # e.g. RERANKER_OVERRIDES
+    cpu_scheduling: str = CpuScheduling.auto.value  # CPU engines' compute threads: operators/infer/cpu_scheduling.py
+
+    @property
+    def resolved_dtype(self) -> str:
+        """The dtype the engine loads. CPU engines' `auto` is bfloat16 or float32, whichever the engine's
+        node computes faster (operators/infer/cpu_dtype.py; vLLM's own `auto` would pick an emulated float16)."""
+        if self.dtype == "auto" and self.gpus == 0:
+            from operators.infer.cpu_dtype import cpu_auto_dtype
+
+            return cpu_auto_dtype(hidden_size_of(self.model_path) or 1024)[0]
+        return self.dtype
+
+    def engine_args(self) -> dict[str, Any]:
+        dtype = self.resolved_dtype
+        args: dict[str, Any] = {
+            "model": self.model_path,
+            "runner": "pooling",
+            "dtype": dtype,
+            "max_model_len": self.max_model_len,
+            "trust_remote_code": self.trust_remote_code,
+        }
+        if self.hf_overrides:
+            args["hf_overrides"] = self.hf_overrides
+        if self.gpus > 0:
+            # Several actors may share one GPU (gpus_per_actor < 1): each takes its share.
+            args["gpu_memory_utilization"] = round(0.9 * min(1.0, self.gpus), 3)
+        else:
+            args["gpu_memory_utilization"] = cpu_memory_fraction(weight_bytes(self.model_path, dtype))
+            # Tokens per engine step. `batch-embed bench` on 2 cores, MiniLM, mixed lengths, 4k docs,
+            # engine seconds: 2048 -> 33.6 / 34.4, 4096 -> 31.3, 8192 -> 27.0 / 30.0, 16384 -> 34.0.
+            # A step must still hold one whole input (no chunked prefill for pooling).
+            args["max_num_batched_tokens"] = max(CPU_STEP_TOKENS, self.max_model_len)
+            # Compiling costs ~20 s at every fresh start for little gain on short jobs.
+            args["enforce_eager"] = True
+        args.update(self.extra)
+        return args
+
+
+# Qwen3-Reranker is a causal LM; vLLM turns the "no"/"yes" rows of its LM head into a
+# one-logit classifier (yes - no), whose sigmoid is exactly softmax(no, yes)[yes].
+RERANKER_OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+
+
+_GIB = 1 << 30
+CPU_STEP_TOKENS = 8192
+
+
+def cpu_memory_fraction(weights: int, host_bytes: int | None = None) -> float:
+    """`gpu_memory_utilization` for a CPU engine, sized from the model.
+
+    On the CPU backend the fraction (of the NUMA node's memory) must hold the whole
+    process's non-KV memory, weights plus ~1 GiB of torch runtime, with the KV cache
+    in what is left: 0.1 fits a tiny model but not Qwen3-Embedding-0.6B (1.2 GB of
+    weights), and vLLM's default 0.92 refuses to start next to anything else.
+    """
+    if host_bytes is None:
+        host_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = 1.0 * _GIB + 1.3 * weights + 0.5 * _GIB
+    # x1.5: vLLM measures against one NUMA node, which can be a part of the host.
+    return round(min(0.9, max(0.1, 1.5 * need / host_bytes)), 3)
+
+
+class PoolingEngine:
+    """One vLLM engine with `runner="pooling"`; takes token ids, returns float32 numpy.
+
+    The engine is built, and every call runs, on one thread of its own. Ray Data
+    calls a UDF from another thread than the one that ran its `__init__`
+    (`_SingleThreadedWrapper`), and a CPU engine driven from a thread other than
+    the one that built it got 1.6 of 2 cores instead of 1.8 inside the job (MiniLM,
+    `batch-embed bench`: ~8% more tokens/s on its own thread; the OpenMP team torch
+    starts for a new calling thread is not the one set up at build time). On a GPU
+    the thread hop per call is negligible.
+
+    A CPU engine's thread is put on real-time scheduling first (`spec.cpu_scheduling`,
+    operators/infer/cpu_scheduling.py), so the OpenMP team it starts is too; `realtime_off`
+    says why not where it is not (None: real-time).
+    """
+
+    def __init__(self, spec: EngineSpec):
+        _log_to_stderr_if_unconfigured()
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.spec = spec
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
+        self.realtime_off = self._schedule_engine_thread()
+        self.llm = self._on_engine_thread(_build_llm, spec)
+
+    def _schedule_engine_thread(self) -> str | None:
+        """Real-time for a CPU engine's thread, before the engine (and its OpenMP team) exists; None: done."""
+        if self.spec.gpus > 0:
+            return "GPU engine"  # the GPU computes; its host threads are not what waits
+        mode = self.spec.cpu_scheduling
+        reason = self._on_engine_thread(make_thread_realtime, mode, node_compute_threads())
+        if reason is not None and mode == CpuScheduling.auto.value:
+            log.warning("CPU engine threads at normal priority: %s. Ray's own processes then preempt them "
+                        "(~10%% of engine time on 2 cores; README, engine.cpu_scheduling).", reason)
+        return reason
+
+    def _on_engine_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._thread.submit(fn, *args).result()
+
+    @staticmethod
+    def _prompts(token_ids: Sequence[Sequence[int]]) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        return [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids]
+
+    def embed(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """(n, hidden) pooled, L2-normalised vectors."""
+        if not token_ids:
+            return np.zeros((0, 0), dtype=np.float32)
+        outputs = self._on_engine_thread(partial(self.llm.embed, use_tqdm=False), self._prompts(token_ids))
+        return np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
+
+    def classify(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """(n,) probability of the classifier's one label (P("yes") for RERANKER_OVERRIDES)."""
+        if not token_ids:
+            return np.zeros(0, dtype=np.float32)
+        outputs = self._on_engine_thread(partial(self.llm.classify, use_tqdm=False), self._prompts(token_ids))
+        return np.asarray([o.outputs.probs[-1] for o in outputs], dtype=np.float32)
+
+
+def _log_to_stderr_if_unconfigured() -> None:
+    """Ray's workers configure no logging: the engine's INFO lines (the dtype it chose) would be dropped.
+
+    A stderr handler for this project's logger, only where nothing is configured; Ray forwards
+    an actor's stderr to the driver's console.
+    """
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+# Set by jobs/core/engine_pool.engine_env: compute threads of all the job's engines that may share a node.
+NODE_THREADS_ENV = "BATCH_EMBED_NODE_ENGINE_THREADS"
+
+
+def node_compute_threads() -> int:
+    """Compute threads this engine and its job's others may run on this node (a lone engine: its own).
+
+    An engine's own OpenMP team is OMP_NUM_THREADS (jobs set it), else every usable core.
+    """
+    for name in (NODE_THREADS_ENV, "OMP_NUM_THREADS"):
+        try:
+            return max(1, int(os.environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class _OwnDtypeChoice(logging.Filter):
+    """Drops vLLM's warning per weight (65 lines for MiniLM) that a float32 checkpoint loads narrower.
+
+    Only for `dtype: auto`, where the narrower dtype is the engine's own choice (bfloat16 on CPU,
+    see `resolved_dtype`); a dtype the user set keeps vLLM's warnings.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Attempted to load weight %s with dtype")
+
+
+_OWN_DTYPE_CHOICE = _OwnDtypeChoice()  # one instance: addFilter adds it once per logger
+
+
+def _build_llm(spec: EngineSpec) -> Any:
+    from vllm import LLM  # lazy: workers only
+
+    if spec.dtype == "auto":
+        logging.getLogger("vllm.model_executor.models.utils").addFilter(_OWN_DTYPE_CHOICE)
+    return LLM(**spec.engine_args())

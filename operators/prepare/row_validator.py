@@ -1,0 +1,115 @@
+"""Marks rows that cannot be embedded, so they go to the rejected table instead of killing the run.
+
+Column contract:
+- needs `id`, `text`, `source_shard`, `source_row`, `reject_reason` (see `parquet_source`).
+- updates `reject_reason`: `null_id`, `null_text`, `empty_text` (empty or whitespace only),
+  `duplicate_id` (the id was already claimed by an earlier row of this run); earlier
+  reasons (type problems found while reading) are kept.
+- adds `text_hash` (hash of the source text), `fingerprint` (what the vector depends on),
+  `action` (`new`, `changed`: embed; `unchanged`: the table already holds this vector;
+  null on rejected rows) and `old_fragment` (the fragment holding a changed row's old vector).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from operators.contract import require_columns
+from operators.prepare.fingerprints import Provenance, id_hash64, text_hash
+from operators.prepare.table_index import classify
+
+REQUIRED = ("id", "text", "source_shard", "source_row", "reject_reason")
+
+_ROW_BITS = 40  # owner position = shard index << 40 | row: 16M shards of up to 1T rows
+
+
+def first_reason(reason: Any, cond: Any, label: str) -> Any:
+    """`label` where `cond` holds and the row has no reason yet: a row keeps the first reason found."""
+    return pc.if_else(pc.and_(pc.is_null(reason), pc.fill_null(cond, False)), pa.scalar(label), reason)
+
+
+def mark_blank(reason: Any, column: Any, null_label: str, empty_label: str) -> Any:
+    """`null_label` where `column` is null, `empty_label` where it is empty or whitespace only (first reason wins)."""
+    reason = first_reason(reason, pc.is_null(column), null_label)
+    return first_reason(reason, pc.equal(pc.utf8_trim_whitespace(column), ""), empty_label)
+
+
+class RowValidator:
+    """Cheap and stateless apart from actor handles; runs as plain Ray tasks.
+
+    `index` (a TableIndex actor) is given in sync mode only; without it every
+    valid row is `new`. `skip_existing`: an id the index holds is `unchanged`
+    whatever its fingerprint (the reranking job skips finished queries).
+    """
+
+    def __init__(self, registry: Any, shard_index: dict[str, int], provenance: Provenance, index: Any = None,
+                 skip_existing: bool = False):
+        self._registry = registry
+        self._shard_index = shard_index
+        self._provenance = provenance
+        self._index = index
+        self._skip_existing = skip_existing
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        require_columns(batch, REQUIRED, "RowValidator")
+        reason = batch.column("reject_reason").combine_chunks()
+        ids = batch.column("id")
+        text = batch.column("text")
+        reason = first_reason(reason, pc.is_null(ids), "null_id")
+        reason = mark_blank(reason, text, "null_text", "empty_text")
+
+        candidates = np.flatnonzero(pc.is_null(reason).to_numpy(zero_copy_only=False))
+        hashes = np.empty(0, dtype=np.uint64)
+        if len(candidates):
+            cand_ids = ids.take(candidates).to_pylist()
+            shards = batch.column("source_shard").take(candidates).to_pylist()
+            rows = batch.column("source_row").take(candidates).to_numpy()
+            hashes = np.fromiter((id_hash64(i) for i in cand_ids), dtype=np.uint64, count=len(cand_ids))
+            owners = (np.array([self._shard_index[s] for s in shards], dtype=np.uint64) << _ROW_BITS) | rows.astype(
+                np.uint64
+            )
+            import ray
+
+            owned = ray.get(self._registry.claim.remote(hashes, owners))
+            dup = np.zeros(batch.num_rows, dtype=bool)
+            dup[candidates[~owned]] = True
+            reason = pc.if_else(pa.array(dup), pa.scalar("duplicate_id"), reason)
+            candidates, hashes = candidates[owned], hashes[owned]
+
+        batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
+        return self._add_sync_columns(batch, candidates, hashes)
+
+    def _add_sync_columns(self, batch: pa.Table, rows: np.ndarray, id_hashes: np.ndarray) -> pa.Table:
+        n = batch.num_rows
+        digests = [text_hash(t) for t in batch.column("text").take(rows).to_pylist()]
+        prints = [self._provenance.fingerprint(d) for d in digests]
+        actions = ["new"] * len(rows)
+        old_frag = np.full(len(rows), -1, dtype=np.int64)
+        if self._index is not None and len(rows):
+            import ray
+
+            found, old_prints, frags = ray.get(self._index.lookup.remote(id_hashes))
+            if self._skip_existing:
+                actions = ["unchanged" if f else "new" for f in found.tolist()]
+            else:
+                new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
+                actions = classify(found, old_prints, new_prints)
+            old_frag = np.where(np.array(actions) == "changed", frags, -1)
+
+        def spread(values: list[Any] | np.ndarray, typ: pa.DataType) -> pa.Array:
+            full: list[Any] = [None] * n
+            for r, v in zip(rows.tolist(), list(values), strict=True):
+                full[r] = v
+            return pa.array(full, typ)
+
+        frags_full = spread([int(f) if f >= 0 else None for f in old_frag], pa.int64())
+        return (
+            batch.append_column("text_hash", spread(digests, pa.string()))
+            .append_column("fingerprint", spread(prints, pa.string()))
+            .append_column("action", spread(actions, pa.string()))
+            .append_column("old_fragment", frags_full)
+        )
