@@ -89,16 +89,23 @@ def open_vector_table(table: str, db_uri: str, text_column: str | None, query_in
     return VectorTable(dataset=ds, embedding=emb, retrieval=retrieval)
 
 
-def reranker_model(m: Any, section: str = "model") -> tuple[ModelSpec, int]:
-    """The reranker's spec and token limit, checked; `m`: a RerankModelConfig; errors name `<section>.<key>`."""
+def checked_model(name: str, max_tokens: int | None, section: str = "model") -> tuple[ModelSpec, int]:
+    """A model's spec and the token limit a job will use (`max_tokens`, or the model's own limit, at most
+    8192), checked against the model's own config; errors name `<section>.name` / `<section>.max_tokens`."""
     try:
-        model = load_model_spec(m.name)
+        model = load_model_spec(name)
     except ModelNotFoundError as err:
         raise ConfigError(f"{section}.name: {err}") from None
-    max_tokens = effective_max_tokens(model, m.max_tokens)
-    if model.max_positions and max_tokens > model.max_positions:
-        raise ConfigError(f"{section}.max_tokens: {max_tokens} is more than the model's limit of "
+    limit = effective_max_tokens(model, max_tokens)
+    if model.max_positions and limit > model.max_positions:
+        raise ConfigError(f"{section}.max_tokens: {limit} is more than the model's limit of "
                           f"{model.max_positions} tokens")
+    return model, limit
+
+
+def reranker_model(m: Any, section: str = "model") -> tuple[ModelSpec, int]:
+    """The reranker's spec and token limit, checked; `m`: a RerankModelConfig; errors name `<section>.<key>`."""
+    model, max_tokens = checked_model(m.name, m.max_tokens, section)
     if model.pooling != "last":
         raise ConfigError(f"{section}.name: {m.name} is not a Qwen3-Reranker-style causal LM; this job scores "
                           "P(yes) with the Qwen3-Reranker template")

@@ -6,6 +6,33 @@ import json
 from typing import Any
 
 
+class JobSummary:
+    """What every job's summary dataclass shares: rates, its JSON form, and where it was written."""
+
+    seconds: float
+    tokens: int
+    summary_path: str | None
+    report_path: str | None
+
+    def per_second(self, count: float) -> float:
+        return count / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.per_second(self.tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def path_lines(self) -> list[str]:
+        """The summary's closing lines: where the JSON and the HTML report went."""
+        return ([f"summary        {self.summary_path}"] if self.summary_path else []) + (
+            [f"report         {self.report_path}"] if self.report_path else [])
+
+
 def actors_report(engine: Any, gpus: float, timeline: dict[str, list[list[float]]] | None) -> dict[str, Any]:
     """The summary's `actors`: the pool's configured size and how many were alive over the run."""
     return {"min": engine.actors.min, "max": engine.actors.max, "gpus_per_actor": gpus, "timeline": timeline}

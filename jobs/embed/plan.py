@@ -16,11 +16,12 @@ import pyarrow as pa
 from jobs.core.batching import rows_per_batch, text_tokens
 from jobs.core.config import ConfigError
 from jobs.core.inputs import SourceRows, mean_chars, sample_rows, scan_input
+from jobs.core.models import checked_model
 from jobs.core.table_target import TableTarget, plan_table
 from jobs.embed.config import EmbedJobConfig
 from operators.infer.embedder import EmbedderSpec
 from operators.infer.engine import EngineSpec
-from operators.infer.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
+from operators.infer.model_spec import ModelSpec
 from operators.prepare.fingerprints import Provenance
 from operators.read.parquet_source import BadShard, ShardInfo, source_columns
 from operators.write.lance_sink import main_schema, read_provenance
@@ -85,15 +86,7 @@ def check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sche
 def embedding_model(cfg: EmbedJobConfig) -> tuple[ModelSpec, int, int]:
     """The model's spec, its token limit and the stored size, checked against the model's own config."""
     m = cfg.model
-    try:
-        model = load_model_spec(m.name)
-    except ModelNotFoundError as err:
-        raise ConfigError(f"model.name: {err}") from None
-    max_tokens = effective_max_tokens(model, m.max_tokens)
-    if model.max_positions and max_tokens > model.max_positions:
-        raise ConfigError(
-            f"model.max_tokens: {max_tokens} is more than the model's limit of {model.max_positions} tokens"
-        )
+    model, max_tokens = checked_model(m.name, m.max_tokens)
     if model.hidden_size is None:
         raise ConfigError(
             f"model.name: cannot read the size of {m.name} (no config.json reachable); "

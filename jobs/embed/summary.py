@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.core.paths import rejected_table
-from jobs.core.summary import actors_report, render_actors
+from jobs.core.summary import JobSummary, actors_report, render_actors
 
 
 @dataclass
-class RunSummary:
+class RunSummary(JobSummary):
     table: str
     table_uri: str
     table_version: int | None
@@ -46,11 +45,7 @@ class RunSummary:
 
     @property
     def rows_per_s(self) -> float:
-        return self.rows_written / self.seconds if self.seconds else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
+        return self.per_second(self.rows_written)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,9 +54,6 @@ class RunSummary:
         d["seconds"] = round(self.seconds, 3)
         d["kind"] = "embed"
         return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def render(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
@@ -83,10 +75,7 @@ class RunSummary:
         ]
         for path, why in sorted(self.bad_shards.items()):
             lines.append(f"SKIPPED SHARD  {path}: {why}")
-        if self.summary_path:
-            lines.append(f"summary        {self.summary_path}")
-        if self.report_path:
-            lines.append(f"report         {self.report_path}")
+        lines += self.path_lines()
         if self.upkeep is not None:
             lines.append(self.upkeep.render())
         if self.rerank is not None:

@@ -7,13 +7,14 @@ with its storage cost, and the reranked figures under `reranked`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.core.summary import JobSummary
+
 
 @dataclass
-class EvalSummary:
+class EvalSummary(JobSummary):
     table: str
     table_uri: str
     table_version: int
@@ -59,9 +60,6 @@ class EvalSummary:
         )
         return d
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     def render(self) -> str:
         head = f"{'dims':>6} {'bytes/row':>10} " + " ".join(f"{m:>11}" for m in self.metrics)
         rows = [f"{dim:>6} {self.bytes_per_row[dim]:>10,} " + " ".join(f"{v[m]:>11.4f}" for m in self.metrics)
@@ -83,8 +81,5 @@ class EvalSummary:
             *rows,
             f"time           {self.seconds:.1f} s   {self.tokens:,} tokens",
         ]
-        if self.summary_path:
-            lines.append(f"summary        {self.summary_path}")
-        if self.report_path:
-            lines.append(f"report         {self.report_path}")
+        lines += self.path_lines()
         return "\n".join(lines)

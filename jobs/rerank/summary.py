@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.core.paths import rejected_table
-from jobs.core.summary import actors_report, render_actors
+from jobs.core.summary import JobSummary, actors_report, render_actors
 
 
 @dataclass
-class RerankSummary:
+class RerankSummary(JobSummary):
     table: str
     table_uri: str
     table_version: int | None
@@ -41,20 +40,13 @@ class RerankSummary:
 
     @property
     def pairs_per_s(self) -> float:
-        return self.pairs_written / self.seconds if self.seconds else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
+        return self.per_second(self.pairs_written)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(pairs_per_s=round(self.pairs_per_s, 2), tokens_per_s=round(self.tokens_per_s, 2),
                  seconds=round(self.seconds, 3), kind="rerank")
         return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def render(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
@@ -74,10 +66,7 @@ class RerankSummary:
             f"commits        {self.commits}",
             render_actors(self.actors),
         ]
-        if self.summary_path:
-            lines.append(f"summary        {self.summary_path}")
-        if self.report_path:
-            lines.append(f"report         {self.report_path}")
+        lines += self.path_lines()
         return "\n".join(lines)
 
 
