@@ -145,8 +145,8 @@ def test_registry_keeps_answers_after_merging(monkeypatch):
 
 
 def test_mark_blank_keeps_the_first_reason_and_names_null_and_blank_text():
-    from jobs.eval.pipeline import mark_queries
-    from jobs.mine.pipeline import mark_pairs
+    from operators.prepare.pair_marker import mark_pairs
+    from operators.prepare.query_marker import mark_queries
     from operators.prepare.row_validator import mark_blank
 
     reason = pa.array(["bad_utf8", None, None, None, None], pa.string())

@@ -10,35 +10,17 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from jobs.core.engine_pool import engine_pool_args
 from jobs.core.models import reranker_spec
 from jobs.eval.plan import EvalPlan
 from operators.infer.embedder import Embedder
 from operators.infer.reranker import Reranker
-from operators.prepare.row_validator import mark_blank
+from operators.prepare.query_marker import mark_queries
 from operators.read.parquet_source import ParquetShardSource
+from operators.retrieve.candidate_lists import cut_candidates
 from operators.retrieve.top_k import retrieve_top_k
 
 Ranking = list[tuple[str, float]]
-
-
-def mark_queries(batch: pa.Table, judged: frozenset[str]) -> pa.Table:
-    """`action` = `new` for queries to rank; `reject_reason` for judged ones that cannot be (they score 0)."""
-    reason = mark_blank(batch.column("reject_reason"), batch.column("text"), "null_query", "empty_query")
-    is_judged = pc.is_in(batch.column("id"), pa.array(sorted(judged), pa.string()))
-    batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
-    action = pc.if_else(pc.and_(pc.fill_null(is_judged, False), pc.is_null(reason)), pa.scalar("new"),
-                        pa.scalar(None, pa.string()))
-    return batch.append_column("judged", pc.fill_null(is_judged, False)).append_column("action", action)
-
-
-def cut_candidates(batch: pa.Table, k: int) -> pa.Table:
-    """Only the first `k` candidates go to the reranker."""
-    i = batch.schema.get_field_index("doc_text")
-    return batch.set_column(i, "doc_text", pc.list_slice(batch.column("doc_text"), 0, k))
 
 
 def build_pipeline(plan: EvalPlan, gpus: float):

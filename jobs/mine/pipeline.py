@@ -7,45 +7,17 @@ positive and candidates] -> NegativeMiner -> rows for the JSONL the driver write
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from jobs.core.engine_pool import engine_pool_args
 from jobs.core.models import reranker_spec
 from jobs.mine.config import MineJobConfig, Scorer
 from jobs.mine.plan import MinePlan
 from operators.infer.embedder import Embedder
 from operators.infer.reranker import Reranker
-from operators.prepare.row_validator import mark_blank
+from operators.prepare.pair_marker import mark_pairs
 from operators.read.parquet_source import ParquetShardSource
+from operators.retrieve.candidate_lists import candidates_back, positive_first
 from operators.retrieve.negative_miner import MiningRules, NegativeMiner
 from operators.retrieve.top_k import retrieve_top_k
-
-
-def mark_pairs(batch: pa.Table, positive_column: str) -> pa.Table:
-    """Stream rows -> `positive` column, bad rows' reasons, and `action` (`new` for rows to mine)."""
-    positive = batch.column(positive_column)
-    reason = mark_blank(batch.column("reject_reason"), batch.column("text"), "null_query", "empty_query")
-    reason = mark_blank(reason, positive, "null_positive", "empty_positive")
-    batch = batch.drop_columns([positive_column]).append_column("positive", pc.cast(positive, pa.string()))
-    batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
-    return batch.append_column("action", pc.if_else(pc.is_null(reason), pa.scalar("new"),
-                                                    pa.scalar(None, pa.string())))
-
-
-def positive_first(batch: pa.Table) -> pa.Table:
-    """For reranker scoring: the positive becomes the first pair of each row, candidates follow."""
-    docs = [None if c is None else [p, *c] for p, c in zip(batch.column("positive").to_pylist(),
-                                                            batch.column("doc_text").to_pylist(), strict=True)]
-    return (batch.rename_columns(["candidate_text" if c == "doc_text" else c for c in batch.column_names])
-            .append_column("doc_text", pa.array(docs, pa.list_(pa.string()))))
-
-
-def candidates_back(batch: pa.Table) -> pa.Table:
-    keep = [c for c in batch.column_names if c not in ("doc_text", "rank", "pair_tokens", "pair_reason",
-                                                       "truncated", "n_tokens")]
-    batch = batch.select(keep)
-    return batch.rename_columns(["doc_text" if c == "candidate_text" else c for c in batch.column_names])
 
 
 def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float):
