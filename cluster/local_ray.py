@@ -2,16 +2,15 @@
 
 `ray.init` starts the GCS and the raylet, then asks the GCS for the new raylet's node record.
 If the raylet has not registered yet, Ray's `GlobalStateAccessor::GetNode` sleeps a whole
-second before it asks again (hard-coded in Ray 2.60). The raylet registers 1.1-2.2 s after it
-is started on a 2-core node, so `ray.init` returned on the next whole second: ~0.5 s lost on
-average in every run, measured on ten starts. Here the registration is awaited with a short
-poll before Ray's own check, which then finds the node at once.
+second before it asks again (hard-coded in Ray 2.60). The raylet takes a second or two to
+register, so `ray.init` returned on the next whole second, half a second lost on average.
+Here the registration is awaited with a short poll before Ray's own check, which then finds
+the node at once.
 
 It also starts no dashboard process. With `include_dashboard=False`, Ray 2.60 still starts one
-that loads only its usage-stats module and waits for it to publish a URL: ~0.6 s, and a Python
-process booting beside the GCS and the raylet on the same cores. A per-run Ray has no dashboard
-user (and an offline job nothing to report). `ray.init` on 2 cores, five interleaved starts each:
-median 2.43 s with both, 1.83 s without.
+that loads only its usage-stats module and waits for it to publish a URL, a Python process
+booting beside the GCS and the raylet on the same cores. A per-run Ray has no dashboard user
+(and an offline job nothing to report).
 """
 
 from __future__ import annotations

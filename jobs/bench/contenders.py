@@ -148,8 +148,8 @@ def run_ray_data_llm(case: dict[str, Any]) -> dict[str, Any]:
         placement_group_config={"bundles": [{"CPU": 1}]}, log_engine_metrics=False,
         chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
         # VLLM_CPU_NUM_OF_RESERVED_CPU=0: vLLM's CPU backend runs an AsyncLLM engine as two processes (scheduler,
-        # worker) and by default keeps one core for the scheduler, so on 2 cores the model ran on one (worker at
-        # ~0.94 cores, batches 1.7x slower). A ray.data.llm user on a small CPU node would take both back.
+        # worker) and by default keeps one core for the scheduler, so on 2 cores the model would run on one.
+        # A ray.data.llm user on a small CPU node would take both back.
         runtime_env={"env_vars": {"OMP_NUM_THREADS": threads, "VLLM_LOGGING_LEVEL": "WARNING",
                                   "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}},
     )

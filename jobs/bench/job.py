@@ -157,9 +157,9 @@ def run_warm_up(raw_case: dict[str, Any], out: Path, texts: list[str], timeout: 
 
     What a machine pays only the first time must not land on whichever contender runs
     first: vLLM inspects the model's class in a subprocess and caches the answer under
-    ~/.cache/vllm/modelinfos (10 s here, once), and torch's and vLLM's libraries come into
-    the page cache. Without this the raw engine, run first, took 21 s to start instead of 11 s
-    on a new machine, and the job after it looked faster than the ceiling.
+    ~/.cache/vllm/modelinfos, once), and torch's and vLLM's libraries come into the page
+    cache. Without this the raw engine, run first, pays it on a new machine, and the job
+    after it looks faster than the ceiling.
     """
     corpus = out / "corpus-warm-up"
     write_bench_corpus(corpus, texts)

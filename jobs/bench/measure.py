@@ -11,10 +11,9 @@ from typing import Any
 class MemorySampler:
     """Peak RSS of this process and of all its descendants together.
 
-    Listing the descendants scans all of /proc (~1.8 ms of CPU with a dozen Ray processes):
-    done every 0.2 s it took 13 ms/s of CPU in the job's driver, ~0.7% of a 2-core machine
-    charged to the contenders that start processes. The list is refreshed every
-    `relist_every` samples instead; RSS is still read every `interval`.
+    Listing the descendants scans all of /proc, which done every 0.2 s would charge a
+    measurable share of a small machine to the contenders that start processes. The list
+    is refreshed every `relist_every` samples instead; RSS is still read every `interval`.
     """
 
     def __init__(self, interval: float = 0.2, relist_every: int = 5):

@@ -1,16 +1,13 @@
 """`model.dtype: auto` on a CPU engine: bfloat16 where the engine's node computes it fast, else float32.
 
-vLLM's own `auto` turns a float32 checkpoint into float16, which CPUs emulate (~8x
-slower than bfloat16 on AVX-512 BF16 cores), so CPU engines never take it. Which of
-bfloat16 and float32 is faster depends on the CPU, and by a lot (matrix products,
-torch 2.13, 2 cores): AMX (Sapphire Rapids and later, when the hypervisor exposes it)
-bf16 1.7 vs fp32 0.32 TFLOP/s; AMD EPYC with AVX-512 BF16 ~4x in favour of bf16; an
-Intel Xeon under KVM with AVX-512 BF16 but AMX hidden bf16 0.14 vs fp32 0.26 (oneDNN's
-native avx512_core_bf16 kernel, just slow there); CPUs without bf16 instructions
-emulate it. So: AMX -> bfloat16, no bf16 instructions at all -> float32, and where the
-flags cannot tell (AVX-512 BF16 without AMX, other architectures) a short timed matrix
-product in both dtypes on the engine's node decides (~0.3 s, once per process).
-bfloat16 wins ties: half the memory of float32, and no flip-flop between runs.
+vLLM's own `auto` turns a float32 checkpoint into float16, which CPUs emulate, so CPU
+engines never take it. Which of bfloat16 and float32 is faster depends on the CPU, and by
+a lot (figures in docs/traps.md): AMX runs bf16 several times faster; some CPUs with
+AVX-512 BF16 but no AMX run it slower than fp32; CPUs without bf16 instructions emulate
+it. So: AMX -> bfloat16, no bf16 instructions at all -> float32, and where the flags cannot
+tell (AVX-512 BF16 without AMX, other architectures) a short timed matrix product in both
+dtypes on the engine's node decides (once per process). bfloat16 wins ties: half the
+memory of float32, and no flip-flop between runs.
 """
 
 from __future__ import annotations

@@ -1,25 +1,17 @@
 """Real-time scheduling for a CPU engine's compute threads (`engine.cpu_scheduling`).
 
-Why: a CPU engine's matrix products run on an OpenMP team, one thread per core, that
-meets at a barrier after every operator. Inside Ray the engine shares its cores with
-Ray's own processes (GCS, raylet, agents, Ray Data's bookkeeping actors, idle workers),
-each waking every 10 ms. A wake-up preempts one compute thread and its partner waits at
-the next barrier, so each 1% of CPU that Ray takes cost the engine ~2%: on 2 cores the
-engine ran at ~0.88 of the same engine alone (`batch-embed bench`, README). With the
-team on SCHED_RR at the lowest real-time priority, ordinary processes no longer preempt
-it: they run while the engine waits between batches and in the time the kernel keeps for
-them (`sched_rt_runtime_us`, 95% by default), and after start-up the job ran as fast as
-the engine alone (1.00-1.01x).
+A CPU engine's OpenMP team meets at a barrier after every operator; a Ray process that
+preempts one compute thread (each wakes every 10 ms) leaves its partner waiting, so the
+engine loses about twice the CPU Ray takes. On SCHED_RR at the lowest real-time priority
+ordinary processes no longer preempt the team: they run while the engine waits between
+batches and in the time the kernel keeps for them (`sched_rt_runtime_us`). Measurements:
+docs/benchmark.md.
 
-The calling thread is switched; threads it starts afterwards inherit the policy, which is
-how torch's OpenMP team (started at the first operator run on that thread) gets it. So
-PoolingEngine calls this on its engine thread before the engine is built.
-
-Where it would do harm it is not used: more compute threads than cores, counting every
-engine of the job that may land on the node (two 2-thread engines on 2 cores took 62 s
-real-time against 45 s at normal priority: a real-time thread that shares a core waits up
-to 100 ms for it, and its partner at every barrier), or a kernel that keeps no time for
-ordinary tasks (`sched_rt_runtime_us = -1`: Ray's own processes could starve). Engines of
+The calling thread is switched and the threads it starts afterwards inherit the policy
+(torch's OpenMP team starts at the first operator run on that thread), so PoolingEngine
+calls this on its engine thread before the engine is built. Not used where it would do
+harm: more compute threads than cores on the node (a real-time thread that shares a core
+waits up to 100 ms for it), or a kernel that keeps no time for ordinary tasks. Engines of
 another job on the same node are not counted: run such jobs with `normal`.
 """
 
@@ -47,7 +39,7 @@ def why_not_realtime(threads: int, cores: int | None = None, rt_runtime: Path = 
     """Why real-time compute threads would be unsafe here (None: safe); nothing is changed.
 
     `threads`: the compute threads the job's engines may run on this node together
-    (pipeline.engine_env says, for every engine that may share the node).
+    (jobs/core/engine_pool.engine_env says, for every engine that may share the node).
     """
     if not hasattr(os, "sched_setscheduler"):
         return "this OS has no real-time thread scheduling"

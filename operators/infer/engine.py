@@ -60,11 +60,10 @@ class EngineSpec:
             args["gpu_memory_utilization"] = round(0.9 * min(1.0, self.gpus), 3)
         else:
             args["gpu_memory_utilization"] = cpu_memory_fraction(weight_bytes(self.model_path, dtype))
-            # Tokens per engine step. `batch-embed bench` on 2 cores, MiniLM, mixed lengths, 4k docs,
-            # engine seconds: 2048 -> 33.6 / 34.4, 4096 -> 31.3, 8192 -> 27.0 / 30.0, 16384 -> 34.0.
-            # A step must still hold one whole input (no chunked prefill for pooling).
+            # Tokens per engine step: the fastest of the sizes swept with `batch-embed bench`
+            # (docs/benchmark.md). A step must still hold one whole input (no chunked prefill for pooling).
             args["max_num_batched_tokens"] = max(CPU_STEP_TOKENS, self.max_model_len)
-            # Compiling costs ~20 s at every fresh start for little gain on short jobs.
+            # Compiling costs seconds at every fresh start for no measured gain (docs/benchmark.md).
             args["enforce_eager"] = True
         args.update(self.extra)
         return args
@@ -104,10 +103,9 @@ class PoolingEngine:
     The engine is built, and every call runs, on one thread of its own. Ray Data
     calls a UDF from another thread than the one that ran its `__init__`
     (`_SingleThreadedWrapper`), and a CPU engine driven from a thread other than
-    the one that built it got 1.6 of 2 cores instead of 1.8 inside the job (MiniLM,
-    `batch-embed bench`: ~8% more tokens/s on its own thread; the OpenMP team torch
-    starts for a new calling thread is not the one set up at build time). On a GPU
-    the thread hop per call is negligible.
+    the one that built it computes on an OpenMP team torch starts for the new
+    thread, not the one set up at build time: measurably slower (docs/benchmark.md).
+    On a GPU the thread hop per call is negligible.
 
     A CPU engine's thread is put on real-time scheduling first (`spec.cpu_scheduling`,
     operators/infer/cpu_scheduling.py), so the OpenMP team it starts is too; `realtime_off`
@@ -131,7 +129,7 @@ class PoolingEngine:
         reason = self._on_engine_thread(make_thread_realtime, mode, node_compute_threads())
         if reason is not None and mode == CpuScheduling.auto.value:
             log.warning("CPU engine threads at normal priority: %s. Ray's own processes then preempt them "
-                        "(~10%% of engine time on 2 cores; README, engine.cpu_scheduling).", reason)
+                        "(docs/benchmark.md; engine.cpu_scheduling).", reason)
         return reason
 
     def _on_engine_thread(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -8,13 +8,13 @@ Column contract:
   `truncated` (bool: the input was cut).
 
 Why a stage of its own: an engine actor that tokenises its batch leaves its engine idle
-meanwhile (~1 s of a 10k-row MiniLM run on 2 CPU cores; on a GPU node the GPU waits). Here
+meanwhile (on a GPU node, the GPU waits). Here
 tokenising runs in the read-side tasks, on the node's other cores, and mostly while the
 engine is still starting, so the actor only embeds (what ray.data.llm's tokenize stage does).
 
 The tokenizer is the model folder's `tokenizer.json`, loaded with the Rust `tokenizers`
-library (0.02 s), not transformers' AutoTokenizer (5 s in a fresh task worker: it imports
-torch). Both give the same ids on the models the tests build (tests/test_input_tokenizer.py),
+library, not transformers' AutoTokenizer (seconds to import in a fresh task worker: it
+imports torch). Both give the same ids on the models the tests build (tests/test_input_tokenizer.py),
 and the Embedder checks the first ids it receives against its own AutoTokenizer: where they
 differ it says so and tokenises every row itself, so a tokenizer.json that transformers
 would have configured differently costs speed, never vectors.

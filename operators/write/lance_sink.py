@@ -36,8 +36,7 @@ def fragment_writer() -> Any:
     Lance's Rust logger reads LANCE_LOG once, when `lance` is first imported in a process, and warns
     "No existing dataset ... will be created" for every new fragment. It is set here rather than as
     the writer stage's runtime_env: a task with an env of its own cannot run on an idle worker, so the
-    writer, the last stage, waited ~1.6 s for a fresh worker process at the end of every run
-    (`batch-embed bench`, 5k rows: 1.6 s from the last engine call to the write vs 0.05 s now).
+    writer, the last stage, would wait for a fresh worker process at the end of every run.
     A LANCE_LOG the user set is kept.
     """
     os.environ.setdefault("LANCE_LOG", "error")
