@@ -143,7 +143,7 @@ class UpkeepConfig(StrictModel):
                              "min_rows rows; always; never.")
     min_rows: int = Field(100_000, ge=0, description="Size from which `auto` upkeep runs.")
     vector_index: Literal["auto", "IVF_PQ", "IVF_HNSW_SQ", "none"] = Field(
-        "auto", description="auto: IVF_PQ; parameters from the row count and width unless given.")
+        "auto", description="auto: IVF_PQ; parameters from the row count and dimensions unless given.")
     num_partitions: int | None = Field(None, ge=1)
     num_sub_vectors: int | None = Field(None, ge=1)
     index_min_rows: int = Field(10_000, ge=0, description="Smaller tables get no vector index (exact search).")

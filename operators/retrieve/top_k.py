@@ -76,7 +76,7 @@ def top_k_at_dims(blocks: Iterable[tuple[np.ndarray, np.ndarray]], queries: np.n
                   dims: tuple[int, ...]) -> dict[int, Hits]:
     """Per size d: (cosine at d, key) of the k best rows per query, best first.
 
-    `blocks`: iterable of (vectors (b, width) float32, keys (b,) int64); `queries`: (m, width).
+    `blocks`: iterable of (vectors (b, stored size) float32, keys (b,) int64); `queries`: (m, stored size).
     Pure, so the tests' independent search and this one can be compared on the same input.
     """
     m = len(queries)
@@ -98,8 +98,7 @@ def table_blocks(ds) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if not batch.num_rows:
             continue
         col = batch.column("vector")
-        width = col.type.list_size
-        vectors = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
+        vectors = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, col.type.list_size)
         yield vectors, batch.column("_rowaddr").to_numpy().astype(np.int64)
 
 
@@ -112,8 +111,7 @@ def retrieve_top_k(batch: pa.Table, spec: RetrievalSpec) -> pa.Table:
                      pc.is_valid(batch.column("vector"))).to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(active)
     n = batch.num_rows
-    width = batch.schema.field("vector").type.list_size
-    dims = spec.dims or (width,)
+    dims = spec.dims or (batch.schema.field("vector").type.list_size,)
     ids: dict[int, list] = {d: [None] * n for d in dims}
     scores: dict[int, list] = {d: [None] * n for d in dims}
     texts: list = [None] * n

@@ -56,13 +56,14 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 
-def main_schema(width: int, vector_dtype: str, extra_fields: list[pa.Field], provenance: dict[str, Any]) -> pa.Schema:
+def main_schema(dimensions: int, vector_dtype: str, extra_fields: list[pa.Field],
+                provenance: dict[str, Any]) -> pa.Schema:
     """The vector table's schema; `provenance` (model, instruction, dimensions...) goes in its metadata."""
     value_type = pa.float16() if vector_dtype == "float16" else pa.float32()
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(value_type, width)),
+            pa.field("vector", pa.list_(value_type, dimensions)),
             *extra_fields,
             pa.field("text_hash", pa.string()),
             pa.field("fingerprint", pa.string()),
