@@ -33,6 +33,11 @@ class JobSummary:
             [f"report         {self.report_path}"] if self.report_path else [])
 
 
+def render_counts(counts: dict[str, int]) -> str:
+    """`empty_text=2, null_id=1`, sorted by name; `none` when there are none (rejected, skipped rows)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"
+
+
 def actors_report(engine: Any, gpus: float, timeline: dict[str, list[list[float]]] | None) -> dict[str, Any]:
     """The summary's `actors`: the pool's configured size and how many were alive over the run."""
     return {"min": engine.actors.min, "max": engine.actors.max, "gpus_per_actor": gpus, "timeline": timeline}

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.core.paths import rejected_table
-from jobs.core.summary import JobSummary, actors_report, render_actors
+from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts
 
 
 @dataclass
@@ -56,7 +56,7 @@ class RunSummary(JobSummary):
         return d
 
     def render(self) -> str:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
+        reasons = render_counts(self.rejected_by_reason)
         lines = [
             "── batch-embed summary ──────────────────────────────",
             f"table          {self.table}  (version {self.table_version})  {self.table_uri}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.core.summary import JobSummary
+from jobs.core.summary import JobSummary, render_counts
 
 
 @dataclass
@@ -67,7 +67,7 @@ class EvalSummary(JobSummary):
         if self.reranked is not None and self.rerank is not None:
             rows.append(f"{'rerank':>6} {'top ' + str(self.rerank['top_k']):>10} "
                         + " ".join(f"{self.reranked[m]:>11.4f}" for m in self.metrics))
-        rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.queries_rejected.items())) or "none"
+        rejected = render_counts(self.queries_rejected)
         lines = [
             "── batch-embed eval summary ─────────────────────────",
             f"table          {self.table}  (version {self.table_version})  {self.table_uri}",

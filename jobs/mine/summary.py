@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs.core.summary import render_counts
+
 
 @dataclass
 class MineSummary:
@@ -20,7 +22,7 @@ class MineSummary:
     seconds: float
 
     def render(self) -> str:
-        skipped = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
+        skipped = render_counts(self.skipped)
         return "\n".join([
             "── batch-embed mine summary ─────────────────────────",
             f"pairs          read {self.pairs_read:,}  written {self.pairs_written:,}  "
