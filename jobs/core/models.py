@@ -12,6 +12,7 @@ from typing import Any
 
 from jobs.core.batching import RERANK_TEMPLATE_TOKENS
 from jobs.core.config import ConfigError
+from jobs.core.inputs import mean_chars
 from jobs.core.paths import table_uri
 from operators.infer.embedder import EmbedderSpec
 from operators.infer.engine import RERANKER_OVERRIDES, EngineSpec
@@ -22,6 +23,8 @@ from operators.retrieve.top_k import RetrievalSpec
 from operators.storage import lance_storage_options
 from operators.write.lance_sink import read_provenance
 from operators.write.run_ledger import open_dataset
+
+SAMPLE_TEXT_ROWS = 512
 
 
 @dataclass
@@ -50,6 +53,10 @@ class VectorTable:
     dataset: Any  # the Lance dataset
     embedding: QueryEmbedding
     retrieval: RetrievalSpec  # exact top-k at the table's size, pinned to this version
+
+    def mean_text_chars(self, column: str) -> float:
+        """Mean length of the documents' text (first SAMPLE_TEXT_ROWS rows), for reranker batch sizes."""
+        return mean_chars(self.dataset.head(SAMPLE_TEXT_ROWS, columns=[column]).column(0))
 
 
 def open_vector_table(table: str, db_uri: str, text_column: str | None, query_instruction: str | None,

@@ -143,7 +143,7 @@ def plan_eval(cfg: EvalJobConfig) -> EvalPlan:
     ranker = reranker_model(cfg.reranker, "reranker") if e.rerank and cfg.reranker is not None else None
     rerank_per_batch = 1
     if ranker is not None:
-        doc_chars = mean_chars(ds.head(512, columns=[t.text_column]).column(0))
+        doc_chars = table.mean_text_chars(t.text_column)
         rerank_per_batch = rows_per_batch(cfg.engine.batch_tokens,
                                           e.rerank_top_k * pair_tokens(query_chars, doc_chars, ranker[1]))
     top_k = max(depth(e.metrics), e.rerank_top_k if e.rerank else 0)

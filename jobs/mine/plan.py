@@ -39,7 +39,7 @@ def plan_mine_job(cfg: MineJobConfig) -> MinePlan:
     ranker = reranker_model(cfg.reranker, "reranker") if rules.scorer is Scorer.reranker and cfg.reranker else None
     reranker_rows = 1
     if ranker is not None:  # the positive and every candidate, each a pair with the query
-        doc_chars = mean_chars(table.dataset.head(512, columns=[c.text_column]).column(0))
+        doc_chars = table.mean_text_chars(c.text_column)
         reranker_rows = rows_per_batch(cfg.engine.batch_tokens,
                                        (rules.range_max + 2) * pair_tokens(query_chars, doc_chars, ranker[1]))
     return MinePlan(fs=fs, shards=shards, embedding=emb, retrieval=table.retrieval, reranker=ranker,

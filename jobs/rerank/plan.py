@@ -105,7 +105,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
         query_chars = mean_chars(sample_rows(fs, shards[0], [q.text_column]).column(0))
         query_rows_per_batch = rows_per_batch(eng.batch_tokens, text_tokens(query_chars, query_embedding.max_tokens))
         pairs_per_query = float(min(cand.top_k, max(1, table.dataset.count_rows())))
-        doc_chars = mean_chars(table.dataset.head(_SAMPLE_ROWS, columns=[cand.text_column]).column(0))
+        doc_chars = table.mean_text_chars(cand.text_column)
         candidates = {"candidates_table": retrieval.uri, "candidates_version": retrieval.version,
                       "top_k": cand.top_k, "query_instruction": query_embedding.instruction}
     queries_per_batch = rows_per_batch(eng.batch_tokens, pairs_per_query * pair_tokens(query_chars, doc_chars,
