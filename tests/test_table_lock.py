@@ -10,7 +10,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from operators.write.table_lock import TableLock, TableLockedError
+from operators.write.table_lock import TableLock, TableLockedError, pid_namespace
 
 
 def lease(path, run_id, timeout_s=30.0):
@@ -48,22 +48,72 @@ def test_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     import socket
 
     body = {"owner": "gone/1", "run_id": "gone", "host": socket.gethostname(), "pid": int(dead.stdout),
-            "heartbeat": time.time()}
+            "pid_ns": pid_namespace(), "heartbeat": time.time()}
     (tmp_path / "t.json").write_text(json.dumps(body))
-    new = lease(tmp_path / "t.json", "next")
+    t0 = time.monotonic()
+    new = lease(tmp_path / "t.json", "next")  # 30 s timeout: taken over at once, not after it
     new.acquire()
+    assert time.monotonic() - t0 < 5
     assert json.loads((tmp_path / "t.json").read_text())["run_id"] == "next"
     new.release()
 
 
-def test_silent_lease_of_another_host_expires(tmp_path):
-    body = {"owner": "far/1", "run_id": "far", "host": "elsewhere", "pid": 1, "heartbeat": time.time()}
-    (tmp_path / "t.json").write_text(json.dumps(body))
-    with pytest.raises(TableLockedError, match="lock expires after 1 s"):
-        lease(tmp_path / "t.json", "next", timeout_s=1).acquire()
-    time.sleep(1.1)
-    new = lease(tmp_path / "t.json", "next", timeout_s=1)
+def pod(path, run_id, host, timeout_s=2.0):
+    """A writer as another pod sees it: its own hostname (and so its own pid namespace, as far as we know)."""
+    lock = lease(path, run_id, timeout_s=timeout_s)
+    lock.host = host
+    return lock
+
+
+def test_a_dead_pods_lease_is_taken_over_within_one_timeout(tmp_path):
+    """A KubeRay retry: the old pod was killed hard (no release), the new pod has a new hostname."""
+    old = pod(tmp_path / "t.json", "night-1", "pod-a")
+    old.claim()
+    old._stop.set()  # the pod dies: its heartbeat stops, its lease stays
+    t0 = time.monotonic()
+    new = pod(tmp_path / "t.json", "night-1", "pod-b")
     new.acquire()
+    waited = time.monotonic() - t0
+    assert json.loads((tmp_path / "t.json").read_text())["host"] == "pod-b"
+    assert waited < 2.0 + 1.5  # about one timeout, not the old fixed 900 s
+    with pytest.raises(TableLockedError, match="lost the table lock"):
+        old.check()  # fencing: the old writer, were it only paused, would stop before its next commit
+    new.release()
+
+
+def test_a_live_pods_lease_is_never_taken(tmp_path):
+    live = pod(tmp_path / "t.json", "night-1", "pod-a", timeout_s=1.0)
+    live.claim()  # its heartbeat thread beats every 0.25 s
+    t0 = time.monotonic()
+    with pytest.raises(TableLockedError, match=r"run night-1, pid \d+ on pod-a.*still beating"):
+        pod(tmp_path / "t.json", "night-2", "pod-b", timeout_s=1.0).acquire()
+    assert time.monotonic() - t0 < 1.0  # refused as soon as its heartbeat moved
+    time.sleep(1.5)  # more than a timeout later it is still the holder
+    live.check()
+    assert json.loads((tmp_path / "t.json").read_text())["run_id"] == "night-1"
+    live.release()
+
+
+def test_same_hostname_in_another_container_is_not_judged_by_pid(tmp_path):
+    """Two containers can share a hostname, not a pid namespace: a pid that means nothing here must not
+    make a live writer's lease look dead."""
+    import socket
+
+    body = {"owner": "c1/1", "run_id": "c1", "host": socket.gethostname(), "pid": 999_999_999,
+            "pid_ns": "pid:[1]", "heartbeat": time.time()}
+    (tmp_path / "t.json").write_text(json.dumps(body))
+    other = lease(tmp_path / "t.json", "c2", timeout_s=1.0)
+    other.claim()  # waits: the lease cannot be checked from here; it goes stale after 1 s without a beat
+    assert json.loads((tmp_path / "t.json").read_text())["run_id"] == "c2"
+    other.release()
+
+
+def test_silent_lease_of_another_host_expires(tmp_path):
+    body = {"owner": "far/1", "run_id": "far", "host": "elsewhere", "pid": 1, "heartbeat": time.time() - 2}
+    (tmp_path / "t.json").write_text(json.dumps(body))
+    new = lease(tmp_path / "t.json", "next", timeout_s=1)
+    new.acquire()  # two timeouts old: stale at once
+    assert json.loads((tmp_path / "t.json").read_text())["run_id"] == "next"
     new.release()
 
 

@@ -76,10 +76,12 @@ class CommittedRun:
         self.throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...]
         self._actors: list[Any] = []
         self._t0 = 0.0
+        self._started = 0.0
         self._throughput = ThroughputTimeline()
 
     def __enter__(self) -> CommittedRun:
         self._t0 = time.monotonic()
+        self._started = time.time()  # files older than this and in no version are a killed attempt's
         self.lock.confirm()
         t = self.target
         try:
@@ -92,7 +94,7 @@ class CommittedRun:
                 t.sink, mode=self.sink.mode.value, main_version=t.main_version, rejected_version=t.rejected_version,
                 resuming=t.resuming, run_id=t.run_id, source=t.source_signature, floor=t.fragment_floor,
                 commit_every_rows=self.sink.commit_every_rows, commit_every_seconds=self.sink.commit_every_seconds,
-                on_commit=self.lock.refresh,
+                on_commit=self.lock.refresh, before_commit=self.lock.check,
             )
         except BaseException as err:
             self.__exit__(type(err), err, None)
@@ -131,15 +133,36 @@ class CommittedRun:
         self.actor_timeline, self._throughput = timeline.points, throughput
 
     def finish(self, deletes: dict[int, list[str]] | None = None) -> None:
-        """The last commit (marking the run complete, with `deletes` {fragment: ids}), then orphan clean-up."""
+        """The last commit (marking the run complete, with `deletes` {fragment: ids}), then orphan clean-up.
+
+        The rows are accounted for first: a mismatch fails the run before the commit that would mark
+        it complete, so the table keeps its last good version and re-running resumes.
+        """
         assert self.committer is not None
+        self.check_accounting()
         self.committer.finish(deletes)
         self.throughput = self._throughput.close()
-        # Files of killed attempts and of retried writer tasks were never committed;
-        # removing them needs the lock this run still holds.
-        self.orphans_removed = remove_orphans(self.target.sink.main_uri, self.target.sink.rejected_uri,
-                                              storage_options=self.target.sink.storage_options)
+        # Files of killed attempts were never committed; removing them needs the lock this run still
+        # holds. (A retried writer task's files are newer than this attempt: the next run removes them.)
+        sink = self.target.sink
+        self.orphans_removed = remove_orphans(sink.main_uri, sink.rejected_uri, storage_options=sink.storage_options,
+                                              fs_options=fsspec_options(sink.main_uri, self.sink.storage_options),
+                                              older_than=self._started)
         self.seconds = time.monotonic() - self._t0
+
+    def check_accounting(self) -> None:
+        """Every source row is in exactly one place: written or rejected by this attempt (committed or about
+        to be), already in the table unchanged, or committed by an earlier attempt of this run."""
+        c = self.committer
+        assert c is not None
+        this_attempt = c.source_rows_accounted()
+        earlier = prog.total_rows(self.target.done)
+        if this_attempt + c.unchanged_source_rows + earlier != self.total_rows:
+            raise RuntimeError(
+                f"row accounting mismatch: read {self.total_rows} source rows; written or rejected {this_attempt}, "
+                f"unchanged {c.unchanged_source_rows}, committed by earlier attempts {earlier}. Nothing was marked "
+                "complete: the table keeps its last commit and re-running resumes"
+            )
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
         import ray

@@ -24,7 +24,7 @@ class MaintainTable(RetentionMixin):
     uri: str = Field(description="LanceDB database (local folder or s3://).")
     name: str = Field(description="The table.")
     storage_options: dict = Field(default_factory=dict)
-    lock_timeout_seconds: float = Field(900.0, gt=0)
+    lock_timeout_seconds: float = Field(60.0, ge=4)
 
 
 class MaintainJobConfig(StrictModel):

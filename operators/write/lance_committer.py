@@ -88,13 +88,14 @@ class LanceCommitter:
     """
 
     def __init__(self, main: TableCommits, rejected: TableCommits, *, mode: str, commit_every_rows: int,
-                 commit_every_seconds: float, on_commit: Any = None):
+                 commit_every_seconds: float, on_commit: Any = None, before_commit: Any = None):
         self.main = main
         self.rejected = rejected
         self.mode = mode
         self.every_rows = commit_every_rows
         self.every_seconds = commit_every_seconds
         self.on_commit = on_commit
+        self.before_commit = before_commit  # fencing: raises when the table's lease is no longer ours
         self._last_commit = time.monotonic()
         self.tokens = 0
         self.reasons: Counter[str] = Counter()  # rejected rows by reason
@@ -149,6 +150,8 @@ class LanceCommitter:
         self._commit(complete=True)
 
     def _commit(self, complete: bool) -> None:
+        if self.before_commit is not None:
+            self.before_commit()
         self.commits += 1
         faults.point("before_commit")
         self.rejected.commit(complete)
@@ -158,6 +161,10 @@ class LanceCommitter:
         self._last_commit = time.monotonic()
         if self.on_commit is not None:
             self.on_commit()
+
+    def source_rows_accounted(self) -> int:
+        """Source rows this attempt's commits made visible, plus those its pending commit holds."""
+        return sum(t.committed_source_rows + prog.total_rows(t.pending_progress) for t in (self.main, self.rejected))
 
     @property
     def rows_written(self) -> int:

@@ -67,18 +67,51 @@ def max_fragment_id(ds: Any | None) -> int:
     return max(ids) if ids else -1
 
 
-def remove_orphans(*uris: str, storage_options: dict[str, str] | None = None) -> int:
-    """Delete data files no version references (fragments written by a killed attempt).
+def referenced_data_files(uri: str, ds: Any, storage_options: dict[str, str] | None) -> set[str]:
+    """Names of the data files any version of `ds` references (time travel must keep them all)."""
+    import lance
 
-    Keeps every version (time travel stays intact). Only safe while holding the
-    table lock: a concurrent writer's uncommitted files look the same.
+    names: set[str] = set()
+    for v in ds.versions():
+        at = lance.dataset(uri, version=v["version"], storage_options=storage_options or None)
+        for fragment in at.get_fragments():
+            names.update(f.path.rsplit("/", 1)[-1] for f in fragment.data_files())
+    return names
+
+
+def _modified(entry: dict[str, Any]) -> float:
+    """A listing entry's modification time (epoch seconds), local or object store."""
+    if "mtime" in entry:
+        return float(entry["mtime"])
+    return entry["LastModified"].timestamp()
+
+
+def remove_orphans(*uris: str, storage_options: dict[str, str] | None = None,
+                   fs_options: dict[str, Any] | None = None, older_than: float) -> int:
+    """Delete data files that no version references AND that were last written before `older_than`
+    (epoch seconds: the run's start), i.e. fragments of killed attempts.
+
+    A file written since then may belong to a concurrent writer's transaction still in flight
+    (someone appending or rebuilding with LanceDB next to us), so it is never touched; Lance's own
+    `delete_unverified=True` would delete it. Needs the table lock (no writer of ours is running).
     """
-    from datetime import timedelta
+    import fsspec.core
 
     removed = 0
     for uri in uris:
         ds = open_dataset(uri, storage_options)
-        if ds is not None:
-            stats = ds.cleanup_old_versions(older_than=timedelta(days=365_000), delete_unverified=True)
-            removed += stats.data_files_removed
+        if ds is None:
+            continue
+        fs, root = fsspec.core.url_to_fs(uri, **(fs_options or {}))
+        try:
+            listing = fs.ls(f"{root.rstrip('/')}/data", detail=True)
+        except FileNotFoundError:
+            continue
+        old = {e["name"].rsplit("/", 1)[-1]: e["name"] for e in listing
+               if e.get("type") == "file" and e["name"].endswith(".lance") and _modified(e) < older_than}
+        if not old:
+            continue  # the common case: no killed attempt left files, and no version walk is needed
+        for name in set(old) - referenced_data_files(uri, ds, storage_options):
+            fs.rm(old[name])
+            removed += 1
     return removed
