@@ -70,9 +70,9 @@ def scan_input(uri: str, storage_options: dict[str, Any], columns: list[tuple[st
 
 
 def input_shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[str, str]],
-                 setting: str) -> tuple[Any, list[ShardInfo]]:
+                 setting: str, retry: RetryPolicy | None = None) -> tuple[Any, list[ShardInfo]]:
     """List and inspect a job's Parquet input, every shard must be usable; errors as ConfigError."""
-    fs, shards, _ = scan_input(uri, storage_options, columns, setting, "fail")
+    fs, shards, _ = scan_input(uri, storage_options, columns, setting, "fail", retry)
     return fs, shards
 
 

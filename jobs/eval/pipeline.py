@@ -30,7 +30,8 @@ def build_pipeline(plan: EvalPlan, gpus: float):
     cfg, eng = plan.config, plan.config.engine
     q = cfg.queries
     actor_args = engine_pool_args(eng, gpus, pools=2 if plan.reranker else 1)
-    ds = ray.data.read_datasource(ParquetShardSource(plan.fs, plan.shards, q.id_column, q.text_column, []))
+    ds = ray.data.read_datasource(ParquetShardSource(plan.fs, plan.shards, q.id_column, q.text_column, [],
+                                                     retry=q.retry.policy()))
     ds = ds.map_batches(mark_queries, fn_kwargs={"judged": frozenset(plan.judged)}, batch_format="pyarrow",
                         batch_size=None)
     ds = ds.map_batches(Embedder, fn_constructor_args=(plan.embedding.embedder_spec(gpus, eng),),

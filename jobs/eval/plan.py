@@ -113,7 +113,7 @@ def missing_doc_ids(ds: Any, id_column: str, doc_ids: set[str]) -> set[str]:
 
 def plan_eval(cfg: EvalJobConfig) -> EvalPlan:
     t, q, e = cfg.table, cfg.queries, cfg.eval
-    fs, shards = input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri")
+    fs, shards = input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri", q.retry.policy())
     try:
         table = open_vector_table(t.name, t.uri, t.text_column if e.rerank else None, t.query_instruction,
                                   t.storage_options, 1, cfg.dtype.value, section="table")

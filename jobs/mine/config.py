@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from jobs.core.config import StrictModel
-from jobs.core.sections import EngineConfig, ModelDtype, RerankModelConfig, RunConfig
+from jobs.core.sections import EngineConfig, ModelDtype, ReadRetryConfig, RerankModelConfig, RunConfig
 
 
 class MinePairsConfig(StrictModel):
@@ -16,6 +16,7 @@ class MinePairsConfig(StrictModel):
     query_column: str = "query"
     positive_column: str = "positive"
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    retry: ReadRetryConfig = Field(default_factory=ReadRetryConfig, description="Retries of reads, as source.retry.")
 
     @model_validator(mode="after")
     def _distinct(self) -> MinePairsConfig:

@@ -27,7 +27,8 @@ def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float):
     p, c, eng, rules = cfg.pairs, cfg.candidates, cfg.engine, cfg.mining
     fs, shards, emb, retrieval = plan.fs, plan.shards, plan.embedding, plan.retrieval
     actor_args = engine_pool_args(eng, gpus, pools=2 if rules.scorer is Scorer.reranker else 1)
-    ds = ray.data.read_datasource(ParquetShardSource(fs, shards, p.query_column, p.query_column, [p.positive_column]))
+    ds = ray.data.read_datasource(ParquetShardSource(fs, shards, p.query_column, p.query_column, [p.positive_column],
+                                                     retry=p.retry.policy()))
     ds = ds.map_batches(mark_pairs, fn_kwargs={"positive_column": p.positive_column}, batch_format="pyarrow",
                         batch_size=None)
     ds = ds.map_batches(Embedder, fn_constructor_args=(emb.embedder_spec(gpus, eng, document_column="positive"),),

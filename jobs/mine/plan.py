@@ -28,7 +28,8 @@ class MinePlan:
 def plan_mine_job(cfg: MineJobConfig) -> MinePlan:
     p, c, rules = cfg.pairs, cfg.candidates, cfg.mining
     fs, shards = input_shards(p.uri, p.storage_options, [("pairs.query_column", p.query_column),
-                                                         ("pairs.positive_column", p.positive_column)], "pairs.uri")
+                                                         ("pairs.positive_column", p.positive_column)], "pairs.uri",
+                              p.retry.policy())
     # One more candidate than considered: the positive itself is often in the table, and is dropped.
     table = open_vector_table(c.table, c.uri, c.text_column, c.query_instruction, c.storage_options,
                               rules.range_max + 1, cfg.dtype.value)

@@ -16,6 +16,7 @@ from jobs.core.config import StrictModel
 from jobs.core.sections import (
     EngineConfig,
     QueriesConfig,
+    ReadRetryConfig,
     RerankMode,
     RerankModelConfig,
     RunConfig,
@@ -32,6 +33,7 @@ class PairsConfig(StrictModel):
     doc_text_column: str = "doc_text"
     score_column: str | None = Field(None, description="Optional first-stage score, kept as `retrieval_score`.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="s3fs options, as source.*")
+    retry: ReadRetryConfig = Field(default_factory=ReadRetryConfig, description="Retries of reads, as source.retry.")
 
 
 class CandidatesConfig(StrictModel):

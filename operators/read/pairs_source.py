@@ -121,8 +121,9 @@ class PairsSource(Datasource):
     """One read task per shard; groups are cut where the query id changes."""
 
     def __init__(self, fs: Any, shards: list[ShardInfo], columns: PairColumns, rows_per_block: int = 4096,
-                 done: dict[str, list[list[int]]] | None = None):
+                 done: dict[str, list[list[int]]] | None = None, retry: RetryPolicy | None = None):
         self._fs = fs
+        self._retry = retry or RetryPolicy()  # source.retry, as the Parquet source
         self._shards = shards
         self._columns = columns
         self._rows_per_block = rows_per_block
@@ -136,7 +137,7 @@ class PairsSource(Datasource):
         return sum(s.num_rows for s in self._shards) * 1024
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
-        fs, cols, block_rows, done = self._fs, self._columns, self._rows_per_block, self._done
+        fs, cols, block_rows, done, retry = self._fs, self._columns, self._rows_per_block, self._done, self._retry
         tasks = []
         for shard in self._shards:
             skip = done.get(shard.path, [])
@@ -148,7 +149,7 @@ class PairsSource(Datasource):
                 carry: pa.Table | None = None  # the last, maybe unfinished, group of the previous batch
                 carry_rows = np.empty(0, dtype=np.int64)
                 row = 0
-                batches = read_batches(fs, shard.path, RetryPolicy(), columns=cols.names, batch_size=block_rows)
+                batches = read_batches(fs, shard.path, retry, columns=cols.names, batch_size=block_rows)
                 for batch in named_errors(batches):
                     pairs = normalize_pairs(pa.Table.from_batches([batch]), cols)
                     rows = np.arange(row, row + pairs.num_rows, dtype=np.int64)
