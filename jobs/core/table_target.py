@@ -9,6 +9,7 @@ that an existing table was written with the same recipe.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from operators.write import progress as prog
 from operators.write.lance_sink import SinkSpec
 from operators.write.run_ledger import max_fragment_id, open_dataset, read_ledger
 
+log = logging.getLogger("batch_embed")
+
 
 @dataclass
 class TableTarget:
@@ -34,6 +37,7 @@ class TableTarget:
     fragment_floor: int  # fragments with a higher id were written by this run
     resuming: bool = False
     done: prog.Progress = field(default_factory=dict)  # source rows already committed by this run
+    abandoned_run: str | None = None  # a killed sync run over another listing, whose ledger this run drops
 
 
 def plan_table(sink: Any, schema: pa.Schema, listing: list[tuple[str, int]], create_hint: str,
@@ -50,14 +54,24 @@ def plan_table(sink: Any, schema: pa.Schema, listing: list[tuple[str, int]], cre
     main_ds, rejected_ds = open_dataset(main_uri, options), open_dataset(rejected_uri, options)
     signature = prog.source_signature(listing)
     mode = sink.mode.value
-    resume = None if mode == "overwrite" else find_unfinished_run(sink.table, main_ds, rejected_ds, signature)
+    abandoned = None
+    resume = None if mode == "overwrite" else find_unfinished_run(sink.table, main_ds, rejected_ds, signature, mode,
+                                                                   "sync" in type(sink.mode).__members__)
+    if resume is not None and resume[0] is None:
+        # sync over a new listing: the killed night's commits are whole table versions (each row with its
+        # fingerprint), so this night diffs against them like any other; only its progress is dropped.
+        abandoned, resume = resume[1], None
+        log.warning("sink.table %s: run %s was killed over another source listing; sync abandons its progress "
+                    "and diffs the new listing against what it committed", sink.table, abandoned)
     if main_ds is not None and mode == "create" and resume is None:
         raise ConfigError(f"sink.table: table {sink.table!r} already exists at {main_uri}; use sink.mode: "
                           f"{create_hint}")
     if main_ds is not None and mode != "overwrite":
         check_existing(main_ds.schema, main_uri)
     return TableTarget(
-        sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options),
+        sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options,
+                      read_version=main_ds.version if main_ds is not None else None,
+                      max_rows_per_file=sink.rows_per_fragment),
         main_version=main_ds.version if main_ds is not None else None,
         rejected_version=rejected_ds.version if rejected_ds is not None else None,
         run_id=resume[0] if resume else uuid.uuid4().hex,
@@ -65,21 +79,30 @@ def plan_table(sink: Any, schema: pa.Schema, listing: list[tuple[str, int]], cre
         fragment_floor=resume[2] if resume else max_fragment_id(main_ds),
         resuming=resume is not None,
         done=resume[1] if resume else {},
+        abandoned_run=abandoned,
     )
 
 
-def find_unfinished_run(table: str, main_ds: Any, rejected_ds: Any, signature: str):
-    """(run id, committed progress, fragment floor) of a killed run over this source, or None."""
+def find_unfinished_run(table: str, main_ds: Any, rejected_ds: Any, signature: str, mode: str = "create",
+                        can_sync: bool = False):
+    """(run id, committed progress, fragment floor) of a killed run over this source, or None.
+
+    A killed run over another listing: in `sync` mode (None, its run id), to abandon; otherwise an error.
+    """
     ledgers = [read_ledger(ds) if ds is not None else None for ds in (main_ds, rejected_ds)]
     unfinished = [lg for lg in ledgers if lg is not None and not lg.complete]
     if not unfinished:
         return None
     run = unfinished[0]
     if run.source != signature:
+        if mode == "sync":
+            return None, run.run_id
+        sync = (", sink.mode: sync to bring the table to the new source (rows it committed are kept, not "
+                "re-embedded)," if can_sync else "")
         raise ConfigError(
             f"source.uri: table {table!r} holds an unfinished run ({run.run_id}) over a different "
             "source listing (shards, row counts or the candidates table changed since it was killed). Re-run with "
-            "the original source to finish it, or use sink.mode: overwrite to rebuild the table"
+            f"the original source to finish it{sync} or use sink.mode: overwrite to rebuild the table"
         )
     same = [lg for lg in ledgers if lg is not None and lg.run_id == run.run_id]
     main_floor = ledgers[0].fragment_floor if ledgers[0] is not None and ledgers[0].run_id == run.run_id else None

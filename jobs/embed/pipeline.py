@@ -15,10 +15,10 @@ from jobs.core.engine_pool import engine_pool_args, resolve_gpus
 from jobs.core.paths import run_stamp, summary_path
 from jobs.core.summary import write_summary
 from jobs.embed.plan import EmbedPlan
-from jobs.embed.summary import RunSummary, check_accounting, summarize
+from jobs.embed.summary import RunSummary, summarize
 from operators.infer.embedder import Embedder
 from operators.prepare.input_tokenizer import InputTokenizer
-from operators.prepare.row_validator import RowValidator
+from operators.prepare.row_validator import DIFF, REJECT, RowValidator
 from operators.prepare.table_index import TableIndex, missing_ids
 from operators.read.parquet_source import ParquetShardSource
 from operators.storage import fsspec_options
@@ -40,17 +40,17 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
     embedder = plan.embedder_spec(gpus)
     ds = ray.data.read_datasource(source)
-    ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index), batch_format="pyarrow",
-                        batch_size=None)
+    existing = REJECT if cfg.sink.mode.value == "append" else DIFF
+    ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, tuple(src.columns)),
+                        batch_format="pyarrow", batch_size=None)
     # Tokenised in the tasks (Ray Data fuses them with the validator's), so the engine actors only embed.
     ds = ds.map_batches(InputTokenizer(embedder), batch_format="pyarrow", batch_size=None)
     ds = ds.map_batches(Embedder, fn_constructor_args=(embedder,), batch_size=plan.rows_per_batch,
                         batch_format="pyarrow", **engine_pool_args(cfg.engine, gpus))
-    return ds.map_batches(
-        LanceFragmentWriter(plan.target.sink),
-        batch_size=cfg.sink.rows_per_fragment,
-        batch_format="pyarrow",  # no runtime_env: see lance_sink.fragment_writer
-    )
+    # Each engine batch is written as it comes (batch_size=None): gathering rows_per_fragment rows first
+    # would hold a slow engine's vectors past sink.commit_every_seconds. Upkeep compacts small fragments.
+    return ds.map_batches(LanceFragmentWriter(plan.target.sink), batch_size=None,
+                          batch_format="pyarrow")  # no runtime_env: see lance_sink.fragment_writer
 
 
 def deletes_skipped(plan: EmbedPlan) -> str | None:
@@ -102,14 +102,17 @@ def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
     target = plan.target
     with CommittedRun(target, cfg.sink, lock, total_rows=plan.total_rows, show_progress=cfg.run.progress) as run:
         index = None
-        if cfg.sink.mode.value == "sync" and target.main_version is not None:
-            # Built on the actor itself: the driver never holds the table's ids.
-            index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor)
+        mode = cfg.sink.mode.value
+        if mode in ("sync", "append") and target.main_version is not None:
+            # Built on the actor itself: the driver never holds the table's ids. Append asks only
+            # whether an id is taken; sync compares fingerprints and the copied columns.
+            sync = mode == "sync"
+            index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor,
+                              "id", "fingerprint" if sync else None, tuple(cfg.source.columns) if sync else ())
         run.consume(build_pipeline(plan, gpus, run.registry, index))
         run.finish(final_deletes(plan, run.registry))
         upkeep_report = upkeep(plan)  # still under the lease
     summary = summarize(plan, run, gpus, upkeep_report, deletes_skipped(plan))
-    check_accounting(summary)
     path = cfg.run.summary_path or summary_path(cfg.sink.uri, cfg.sink.table, run_stamp(started))
     write_summary(summary, path, fsspec_options(path, cfg.sink.storage_options))
     return summary

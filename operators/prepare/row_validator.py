@@ -3,11 +3,14 @@
 Column contract:
 - needs `id`, `text`, `source_shard`, `source_row`, `reject_reason` (see `parquet_source`).
 - updates `reject_reason`: `null_id`, `null_text`, `empty_text` (empty or whitespace only),
-  `duplicate_id` (the id was already claimed by an earlier row of this run); earlier
-  reasons (type problems found while reading) are kept.
+  `duplicate_id` (the id was already claimed by an earlier row of this run), `id_exists`
+  (append: the table already holds the id); earlier reasons (type problems found while
+  reading) are kept.
 - adds `text_hash` (hash of the source text), `fingerprint` (what the vector depends on),
-  `action` (`new`, `changed`: embed; `unchanged`: the table already holds this vector;
-  null on rejected rows) and `old_fragment` (the fragment holding a changed row's old vector).
+  `action` (`new`, `changed`: embed; `columns`: same vector, copied columns changed, so the
+  stored vector is rewritten with the new columns; `unchanged`: the table already holds this
+  row; null on rejected rows), `old_fragment` (the fragment holding a replaced row) and
+  `old_row` (a `columns` row's address in the table, where its vector is read back).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pyarrow.compute as pc
 
 from operators.contract import require_columns
 from operators.prepare.fingerprints import Provenance, id_hash64, text_hash
-from operators.prepare.table_index import classify
+from operators.prepare.table_index import classify, columns_hash
 
 REQUIRED = ("id", "text", "source_shard", "source_row", "reject_reason")
 
@@ -38,21 +41,28 @@ def mark_blank(reason: Any, column: Any, null_label: str, empty_label: str) -> A
     return first_reason(reason, pc.equal(pc.utf8_trim_whitespace(column), ""), empty_label)
 
 
+# What the validator does with a row whose id the table already holds (`existing=`).
+DIFF = "diff"  # sync: compare fingerprints and copied columns -> changed / columns / unchanged
+SKIP = "skip"  # the reranking job: a finished query is `unchanged`
+REJECT = "reject"  # append: the id is rejected as `id_exists`, never added twice
+
+
 class RowValidator:
     """Cheap and stateless apart from actor handles; runs as plain Ray tasks.
 
-    `index` (a TableIndex actor) is given in sync mode only; without it every
-    valid row is `new`. `skip_existing`: an id the index holds is `unchanged`
-    whatever its fingerprint (the reranking job skips finished queries).
+    `index` (a TableIndex actor) is given when the run writes into an existing table
+    (sync, append, rerank); without it every valid row is `new`. `existing`: DIFF, SKIP
+    or REJECT. `columns`: the copied source columns DIFF compares (the index hashes the same).
     """
 
     def __init__(self, registry: Any, shard_index: dict[str, int], provenance: Provenance, index: Any = None,
-                 skip_existing: bool = False):
+                 existing: str = DIFF, columns: tuple[str, ...] = ()):
         self._registry = registry
         self._shard_index = shard_index
         self._provenance = provenance
         self._index = index
-        self._skip_existing = skip_existing
+        self._existing = existing
+        self._columns = tuple(columns)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED, "RowValidator")
@@ -80,25 +90,37 @@ class RowValidator:
             reason = pc.if_else(pa.array(dup), pa.scalar("duplicate_id"), reason)
             candidates, hashes = candidates[owned], hashes[owned]
 
-        batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
-        return self._add_sync_columns(batch, candidates, hashes)
+        lookup = None
+        if self._index is not None and len(candidates):
+            import ray
 
-    def _add_sync_columns(self, batch: pa.Table, rows: np.ndarray, id_hashes: np.ndarray) -> pa.Table:
+            lookup = ray.get(self._index.lookup.remote(hashes))
+            if self._existing == REJECT:
+                found = lookup[0]
+                exists = np.zeros(batch.num_rows, dtype=bool)
+                exists[candidates[found]] = True
+                reason = first_reason(reason, pa.array(exists), "id_exists")
+                candidates, hashes, lookup = candidates[~found], hashes[~found], None
+        batch = batch.set_column(batch.schema.get_field_index("reject_reason"), "reject_reason", reason)
+        return self._add_sync_columns(batch, candidates, hashes, lookup)
+
+    def _add_sync_columns(self, batch: pa.Table, rows: np.ndarray, id_hashes: np.ndarray,
+                          lookup: tuple[np.ndarray, ...] | None) -> pa.Table:
         n = batch.num_rows
         digests = [text_hash(t) for t in batch.column("text").take(rows).to_pylist()]
         prints = [self._provenance.fingerprint(d) for d in digests]
         actions = ["new"] * len(rows)
-        old_frag = np.full(len(rows), -1, dtype=np.int64)
-        if self._index is not None and len(rows):
-            import ray
-
-            found, old_prints, frags = ray.get(self._index.lookup.remote(id_hashes))
-            if self._skip_existing:
+        old_addr = np.zeros(len(rows), dtype=np.uint64)
+        if lookup is not None:
+            found, old_prints, old_cols, old_addr = lookup
+            if self._existing == SKIP:
                 actions = ["unchanged" if f else "new" for f in found.tolist()]
             else:
                 new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
-                actions = classify(found, old_prints, new_prints)
-            old_frag = np.where(np.array(actions) == "changed", frags, -1)
+                new_cols = columns_hash(batch.select(list(self._columns)).take(rows), self._columns)
+                actions = classify(found, old_prints, new_prints, old_cols, new_cols)
+        acts = np.array(actions, dtype=object)
+        replaced = (acts == "changed") | (acts == "columns")
 
         def spread(values: list[Any] | np.ndarray, typ: pa.DataType) -> pa.Array:
             full: list[Any] = [None] * n
@@ -106,10 +128,12 @@ class RowValidator:
                 full[r] = v
             return pa.array(full, typ)
 
-        frags_full = spread([int(f) if f >= 0 else None for f in old_frag], pa.int64())
+        frags = [int(a) >> 32 if r else None for a, r in zip(old_addr.tolist(), replaced.tolist(), strict=True)]
+        addrs = [int(a) if act == "columns" else None for a, act in zip(old_addr.tolist(), actions, strict=True)]
         return (
             batch.append_column("text_hash", spread(digests, pa.string()))
             .append_column("fingerprint", spread(prints, pa.string()))
             .append_column("action", spread(actions, pa.string()))
-            .append_column("old_fragment", frags_full)
+            .append_column("old_fragment", spread(frags, pa.int64()))
+            .append_column("old_row", spread(addrs, pa.uint64()))
         )

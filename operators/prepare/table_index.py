@@ -1,10 +1,10 @@
-"""What an existing table holds, for incremental (`sink.mode: sync`) runs: id -> fingerprint, fragment.
+"""What an existing table holds, for incremental (`sink.mode: sync`) runs: id -> fingerprint, columns, row.
 
 A Ray actor built once per run by scanning the table's `id` and `fingerprint`
-columns (the fragments that existed before the run): 24 bytes a row in sorted
-numpy arrays (100M rows: 2.4 GB in this one actor, never in each worker).
-Workers ask it, a batch at a time, whether a row is new, changed or unchanged,
-and for changed rows which fragment holds the old vector.
+columns (the fragments that existed before the run): 32 bytes a row in sorted
+numpy arrays (100M rows: 3.2 GB in this one actor, never in each worker).
+Workers ask it, a batch at a time, whether a row is new, changed, columns-only
+changed or unchanged, and where the table holds the old row.
 """
 
 from __future__ import annotations
@@ -41,42 +41,66 @@ def scan_ids(uri: str, storage_options: dict[str, str] | None, *, above: int | N
         yield batch, np.fromiter((id_hash64(i) for i in ids), dtype=np.uint64, count=len(ids))
 
 
+def columns_hash(table: pa.Table, columns: tuple[str, ...]) -> np.ndarray:
+    """One 64-bit hash per row of the copied source `columns` (zeros when there are none): sync compares
+    the table's with the source's to find rows whose text is the same but whose copied columns changed."""
+    if not columns:
+        return np.zeros(table.num_rows, np.uint64)
+    rows = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+    return np.fromiter((id_hash64(repr(r)) for r in rows), dtype=np.uint64, count=table.num_rows)
+
+
 class TableIndex:
-    """`fingerprint_column=None`: ids only (the reranking job asks "is this query finished?")."""
+    """id -> (fingerprint hash, copied-columns hash, row address) of the table's rows before the run.
+
+    `fingerprint_column=None`: ids only (the reranking job asks "is this query finished?",
+    append asks "is this id taken?"). `columns`: the copied source columns sync compares.
+    """
 
     def __init__(self, uri: str, storage_options: dict[str, str] | None, fragment_floor: int,
-                 id_column: str = "id", fingerprint_column: str | None = "fingerprint"):
-        keys, prints, frags = [], [], []
-        extra = (fingerprint_column,) if fingerprint_column else ()
+                 id_column: str = "id", fingerprint_column: str | None = "fingerprint",
+                 columns: tuple[str, ...] = ()):
+        keys, prints, cols, addrs = [], [], [], []
+        extra = ((fingerprint_column,) if fingerprint_column else ()) + tuple(columns)
         for batch, hashes in scan_ids(uri, storage_options, up_to=fragment_floor, columns=extra, id_column=id_column):
             keys.append(hashes)
             fps = batch.column(fingerprint_column).to_pylist() if fingerprint_column else [""] * len(hashes)
             prints.append(np.fromiter((id_hash64(f or "") for f in fps), dtype=np.uint64, count=len(fps)))
-            frags.append((batch.column("_rowaddr").to_numpy() >> 32).astype(np.int64))
+            cols.append(columns_hash(pa.Table.from_batches([batch]), tuple(columns)))
+            addrs.append(batch.column("_rowaddr").to_numpy().astype(np.uint64))
         key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         order = np.argsort(key, kind="stable")
+
+        def sorted_(parts: list[np.ndarray]) -> np.ndarray:
+            return (np.concatenate(parts) if parts else np.empty(0, np.uint64))[order]
+
         self._keys = key[order]
-        self._prints = (np.concatenate(prints) if prints else np.empty(0, np.uint64))[order]
-        self._frags = (np.concatenate(frags) if frags else np.empty(0, np.int64))[order]
+        self._prints, self._cols, self._addrs = sorted_(prints), sorted_(cols), sorted_(addrs)
 
     def size(self) -> int:
         return len(self._keys)
 
-    def lookup(self, id_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(found, fingerprint hash, fragment id) for each id hash."""
+    def lookup(self, id_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(found, fingerprint hash, copied-columns hash, row address) for each id hash."""
         h = np.asarray(id_hashes, dtype=np.uint64)
+        zeros = np.zeros(len(h), np.uint64)
         if not len(self._keys):
-            return np.zeros(len(h), bool), np.zeros(len(h), np.uint64), np.full(len(h), -1, np.int64)
+            return np.zeros(len(h), bool), zeros, zeros, zeros
         pos = np.minimum(np.searchsorted(self._keys, h), len(self._keys) - 1)
         found = self._keys[pos] == h
-        return found, np.where(found, self._prints[pos], 0), np.where(found, self._frags[pos], -1)
+        return (found, np.where(found, self._prints[pos], 0), np.where(found, self._cols[pos], 0),
+                np.where(found, self._addrs[pos], 0))
 
 
-def classify(found: np.ndarray, old_prints: np.ndarray, new_prints: np.ndarray) -> list[str]:
-    """new / changed / unchanged, from an index lookup and this run's fingerprint hashes."""
+def classify(found: np.ndarray, old_prints: np.ndarray, new_prints: np.ndarray,
+             old_cols: np.ndarray | None = None, new_cols: np.ndarray | None = None) -> list[str]:
+    """new / changed / columns / unchanged, from an index lookup and this run's fingerprint and column hashes."""
+    same_cols = (np.ones(len(found), bool) if old_cols is None or new_cols is None
+                 else np.asarray(old_cols) == np.asarray(new_cols))
     out = []
-    for f, old, new in zip(found.tolist(), old_prints.tolist(), new_prints.tolist(), strict=True):
-        out.append("unchanged" if f and old == new else "changed" if f else "new")
+    for f, old, new, cols in zip(found.tolist(), old_prints.tolist(), new_prints.tolist(), same_cols.tolist(),
+                                 strict=True):
+        out.append("new" if not f else "changed" if old != new else "unchanged" if cols else "columns")
     return out
 
 

@@ -2,7 +2,8 @@
 
 `LanceFragmentWriter` column contract:
 - needs `id`, `vector`, `reject_reason`, `action`, `old_fragment`, `source_shard`, `source_row`,
-  `n_tokens`, `truncated`, `text_hash`, `fingerprint` and the copied source columns.
+  `n_tokens`, `truncated`, `text_hash`, `fingerprint` and the copied source columns; `old_row`
+  where sync has `columns` rows (their stored vector is read back from there, bytes unchanged).
 - returns one report row per kind of row it saw: `table` ("main": embedded rows written;
   "rejected": rejected rows written; "unchanged": rows the table already holds, nothing
   written), `fragments` (JSON list of Lance fragment metadata), `rows`, `tokens`,
@@ -91,6 +92,8 @@ class SinkSpec:
     schema: pa.Schema
     storage_options: dict[str, str] = field(default_factory=dict)
     rejected_schema: pa.Schema = REJECTED_SCHEMA
+    read_version: int | None = None  # the main table's version the run was planned on (row addresses hold there)
+    max_rows_per_file: int = 10_000  # sink.rows_per_fragment
 
 
 class LanceFragmentWriter:
@@ -128,18 +131,21 @@ class LanceFragmentWriter:
         action = batch.column("action")
         rejected_mask = pc.is_valid(batch.column("reject_reason"))
         good = batch.filter(pc.is_in(action, pa.array(["new", "changed"])))
+        recolumned = batch.filter(pc.fill_null(pc.equal(action, "columns"), False))
         bad = batch.filter(rejected_mask)
         same = batch.filter(pc.fill_null(pc.equal(action, "unchanged"), False))
         reports = []
-        if good.num_rows:
+        if good.num_rows or recolumned.num_rows:
+            tokens = int(pc.sum(good.column("n_tokens")).as_py() or 0)  # engine work: not the copied vectors
+            if recolumned.num_rows:
+                good = pa.concat_tables([good, self._stored_vectors(recolumned).select(good.column_names)])
             frags = write_fragments(self._main_rows(good), self.spec.main_uri, schema=self.spec.schema,
-                                    storage_options=opts)
+                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts)
             replaces: dict[int, list[str]] = {}
             for row_id, frag in zip(good.column("id").to_pylist(), good.column("old_fragment").to_pylist(),
                                     strict=True):
                 if frag is not None:
                     replaces.setdefault(int(frag), []).append(row_id)
-            tokens = int(pc.sum(good.column("n_tokens")).as_py() or 0)
             reports.append(_report("main", good, frags, tokens, Counter(good.column("action").to_pylist()),
                                    replaces=replaces))
         if bad.num_rows:
@@ -152,13 +158,26 @@ class LanceFragmentWriter:
                 },
                 schema=REJECTED_SCHEMA,
             )
-            frags = write_fragments(table, self.spec.rejected_uri, schema=REJECTED_SCHEMA, storage_options=opts)
+            frags = write_fragments(table, self.spec.rejected_uri, schema=REJECTED_SCHEMA,
+                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts)
             reasons = Counter(r.split(":", 1)[0] for r in bad.column("reject_reason").to_pylist())
             reports.append(_report("rejected", bad, frags, 0, reasons))
         if same.num_rows:
             # Not recorded as progress: a resumed run re-checks them (cheap) and so sees every live id.
             reports.append(_report("unchanged", same, [], 0, Counter(unchanged=same.num_rows), progress=False))
         return pa.Table.from_pylist(reports, schema=WRITER_OUTPUT_SCHEMA)
+
+    def _stored_vectors(self, rows: pa.Table) -> pa.Table:
+        """`rows` (action `columns`) with the vector, token count and cut flag the table holds for them."""
+        import lance
+
+        ds = lance.dataset(self.spec.main_uri, version=self.spec.read_version,
+                           storage_options=self.spec.storage_options or None)
+        stored = ds._take_rows(rows.column("old_row").to_pylist(), columns=["vector", "n_tokens", "truncated"])
+        for name in ("vector", "n_tokens", "truncated"):
+            i = rows.schema.get_field_index(name)
+            rows = rows.set_column(i, rows.schema.field(i), stored.column(name).cast(rows.schema.field(i).type))
+        return rows
 
     def _main_rows(self, good: pa.Table) -> pa.Table:
         schema = self.spec.schema

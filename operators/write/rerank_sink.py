@@ -87,7 +87,8 @@ class RerankFragmentWriter:
         reports = []
         if good.num_rows:
             pairs = self._pairs(good)
-            frags = write_fragments(pairs, self.spec.main_uri, schema=self.spec.schema, storage_options=opts)
+            frags = write_fragments(pairs, self.spec.main_uri, schema=self.spec.schema,
+                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts)
             tokens = int(pc.sum(good.column("n_tokens")).as_py() or 0)
             if "query_tokens" in good.column_names:
                 tokens += int(pc.sum(good.column("query_tokens")).as_py() or 0)
@@ -96,7 +97,8 @@ class RerankFragmentWriter:
             reports.append(writer_report("main", pairs.num_rows, frags, tokens, counts, _covered(good)))
         if bad.num_rows:
             rejected = self._rejected(bad)
-            frags = write_fragments(rejected, self.spec.rejected_uri, schema=REJECTED_SCHEMA, storage_options=opts)
+            frags = write_fragments(rejected, self.spec.rejected_uri, schema=REJECTED_SCHEMA,
+                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts)
             reasons = Counter(r.split(":", 1)[0] for r in rejected.column("reason").to_pylist())
             reports.append(writer_report("rejected", rejected.num_rows, frags, 0, reasons, _covered(bad)))
         if same.num_rows:
