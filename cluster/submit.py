@@ -7,18 +7,23 @@ dependencies (`pip install "batch-embed[gpu]"`). The entrypoint is the same CLI 
 user runs locally: `python -m jobs.cli <job> --config job.yaml [--set ...]`.
 
 Credentials never travel with the job: the cluster's nodes take them from their
-environment or instance roles.
+environment or instance roles. The job server's own token (Ray's token authentication,
+on by default for a head with a dashboard since Ray 2.60) is found as Ray's CLI finds
+it, `RAY_AUTH_TOKEN`, `--token-file`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`,
+and sent as a bearer header, so the user need not also export `RAY_AUTH_MODE=token`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +54,58 @@ def stage(config: Path) -> Path:
     return folder
 
 
-def client(address: str | None):
+class AuthError(RuntimeError):
+    """The job server wants a token we do not have, or refused the one we sent (one line, no traceback)."""
+
+
+def token_sources(token_file: str | None = None) -> list[tuple[str, Path | None]]:
+    """Where the job server's token is looked for, first match wins: (what to tell the user, file or None)."""
+    sources: list[tuple[str, Path | None]] = [("RAY_AUTH_TOKEN", None)]
+    if token_file:
+        sources.append((f"--token-file {token_file}", Path(token_file).expanduser()))
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        sources.append((f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})",
+                        Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser()))
+    default = Path.home() / ".ray" / "auth_token"
+    sources.append((str(default), default))
+    return sources
+
+
+def find_token(token_file: str | None = None) -> tuple[str | None, str]:
+    """(token or None, where it came from / where it was looked for)."""
+    for where, path in token_sources(token_file):
+        value = os.environ.get("RAY_AUTH_TOKEN", "") if path is None else (
+            path.read_text().strip() if path.is_file() else "")
+        if value.strip():
+            return value.strip(), where
+    return None, ", ".join(where for where, _ in token_sources(token_file))
+
+
+@contextlib.contextmanager
+def job_server(address: str | None, token_file: str | None = None) -> Iterator[Any]:
+    """A JobSubmissionClient carrying the token, if one is found; Ray's AuthenticationError (28 lines of
+    traceback) comes out as one AuthError line naming where the token was looked for."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(address or default_address())
+    token, where = find_token(token_file)
+    at = address or default_address()
+    try:
+        yield JobSubmissionClient(at, headers={"Authorization": f"Bearer {token}"} if token else None)
+    except AuthenticationError:
+        if token is None:
+            raise AuthError(f"the job server at {at} requires a token (Ray token authentication); none found in "
+                            f"{where}. Copy the head's ~/.ray/auth_token here or pass --token-file") from None
+        raise AuthError(f"the job server at {at} refused the token from {where}; use the head's "
+                        "~/.ray/auth_token") from None
 
 
 def new_submission_id(job: str) -> str:
     return f"batch-embed-{job}-{uuid.uuid4().hex[:10]}"
 
 
-def submit(job: str, config: Path, overrides: list[str], address: str | None, submission_id: str) -> str:
+def submit(job: str, config: Path, overrides: list[str], address: str | None, submission_id: str,
+           token_file: str | None = None) -> str:
     """Stage the code and `config`, and submit `batch-embed <job>` on them; returns the submission id.
 
     The config is checked by the caller (jobs/submit), which knows the jobs; this module knows
@@ -71,14 +117,15 @@ def submit(job: str, config: Path, overrides: list[str], address: str | None, su
             # Engine logs at WARNING; the job's own progress and summary are what users follow.
             "env_vars": {"VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"},
         }
-        client(address).submit_job(
-            entrypoint=entrypoint(job, overrides),
-            submission_id=submission_id,
-            runtime_env=runtime_env,
-            metadata={"batch_embed_job": job, "config": config.name},
-            # The driver only plans and commits: no GPU for it, the engines get them.
-            entrypoint_num_cpus=0.5,
-        )
+        with job_server(address, token_file) as c:
+            c.submit_job(
+                entrypoint=entrypoint(job, overrides),
+                submission_id=submission_id,
+                runtime_env=runtime_env,
+                metadata={"batch_embed_job": job, "config": config.name},
+                # The driver only plans and commits: no GPU for it, the engines get them.
+                entrypoint_num_cpus=0.5,
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # uploaded by submit_job
     return submission_id
@@ -90,11 +137,11 @@ async def _tail(c: Any, job_id: str, out) -> None:
         out.flush()
 
 
-def follow(job_id: str, address: str | None, out=sys.stdout) -> int:
+def follow(job_id: str, address: str | None, out=sys.stdout, token_file: str | None = None) -> int:
     """Stream the job's logs until it ends; returns its exit status (0 when it succeeded)."""
-    c = client(address)
-    asyncio.run(_tail(c, job_id, out))
-    return exit_status(c, job_id)
+    with job_server(address, token_file) as c:
+        asyncio.run(_tail(c, job_id, out))
+        return exit_status(c, job_id)
 
 
 def exit_status(c: Any, job_id: str) -> int:
@@ -107,10 +154,12 @@ def exit_status(c: Any, job_id: str) -> int:
     return int(code) if code else 1
 
 
-def status(job_id: str, address: str | None) -> tuple[str, str]:
-    info = client(address).get_job_info(job_id)
+def status(job_id: str, address: str | None, token_file: str | None = None) -> tuple[str, str]:
+    with job_server(address, token_file) as c:
+        info = c.get_job_info(job_id)
     return str(info.status.value if hasattr(info.status, "value") else info.status), info.message or ""
 
 
-def logs(job_id: str, address: str | None) -> str:
-    return client(address).get_job_logs(job_id)
+def logs(job_id: str, address: str | None, token_file: str | None = None) -> str:
+    with job_server(address, token_file) as c:
+        return c.get_job_logs(job_id)

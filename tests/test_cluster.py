@@ -56,8 +56,8 @@ def ray_cluster():
     temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's socket paths are length-limited
     gcs_port, dash_port = free_port(), free_port()
     # The job's `python` must be this environment's: the nodes take PATH from `ray start`.
-    # Ray 2.60 turns token authentication on for a head with a dashboard; the worker node and
-    # every client (the submit CLI) must then say so, and find the token the head wrote.
+    # Ray 2.60 turns token authentication on for a head with a dashboard; the worker node must then
+    # say so. The submit CLI finds the token the head wrote (~/.ray/auth_token) without being told.
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
@@ -75,8 +75,7 @@ def ray_cluster():
         url = f"http://127.0.0.1:{dash_port}"
         deadline = time.monotonic() + 120
         while True:  # the job server answers a little after `ray start` returns
-            probe = subprocess.run([str(BIN / "batch-embed"), "status", "no-such-job", "--address", url], env=env,
-                                   capture_output=True, text=True, timeout=60)
+            probe = cli("status", "no-such-job", "--address", url, env=env, timeout=60)
             if "does not exist" in probe.stderr + probe.stdout:
                 break
             if time.monotonic() > deadline:
@@ -88,6 +87,8 @@ def ray_cluster():
 
 
 def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`batch-embed ...` as a user runs it: without RAY_AUTH_MODE (before: an AuthenticationError traceback)."""
+    env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
     return subprocess.run([str(BIN / "batch-embed"), *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=ROOT)
 
@@ -143,6 +144,30 @@ def test_a_failing_job_returns_nonzero_with_its_error(tmp_path, ray_cluster):
                                       "model": {"dimensions": -1}}))
     out = cli("submit", "--address", url, "--config", str(config), env=env)
     assert out.returncode == 2 and "model.dimensions" in out.stderr
+
+
+@pytest.mark.cluster
+def test_a_token_auth_cluster_takes_the_token_from_where_ray_keeps_it(tmp_path, ray_cluster):
+    url, env = ray_cluster
+    home = tmp_path / "home"
+    home.mkdir()
+    bare = {**env, "HOME": str(home)}
+    bare.pop("RAY_AUTH_TOKEN", None)
+    bare.pop("RAY_AUTH_TOKEN_PATH", None)
+    out = cli("status", "no-such-job", "--address", url, env=bare, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0, out.stderr  # one line
+    assert "requires a token" in out.stderr and str(home / ".ray" / "auth_token") in out.stderr
+
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    (tmp_path / "token").write_text(token + "\n")
+    out = cli("status", "no-such-job", "--address", url, "--token-file", str(tmp_path / "token"), env=bare, timeout=60)
+    assert "does not exist" in out.stdout + out.stderr and "Traceback" not in out.stderr
+    out = cli("status", "no-such-job", "--address", url, env={**bare, "RAY_AUTH_TOKEN": token}, timeout=60)
+    assert "does not exist" in out.stdout + out.stderr
+    out = cli("status", "no-such-job", "--address", url, env={**bare, "RAY_AUTH_TOKEN": "wrong"}, timeout=60)
+    assert out.returncode == 1 and "refused the token from RAY_AUTH_TOKEN" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_manifests_run_the_cli_as_it_is():

@@ -138,7 +138,9 @@ def test_embed_then_rerank_queries_embedded_like_the_table_over_their_top_k(tmp_
     queries = {"q1": "What is the capital of China?", "q2": "Explain gravity", "q3": "binary search", "q4": " "}
     qsrc = write_shards(tmp_path / "queries", [pa.table({"query_id": list(queries), "query": list(queries.values())})])
     # One submission: embed the corpus, then rerank the queries against it (the config's `rerank:` section).
-    # The table keeps its text (source.columns: [text]) so the reranker can read the candidates.
+    # The table keeps its text (source.columns: [text]) so the reranker can read the candidates; it stores
+    # float16 vectors (as configs/nightly.yaml does), which the candidate search reads back (eval and mine
+    # search through the same operators/retrieve/top_k).
     rerank = {
         "queries": {"uri": str(qsrc)},
         "candidates": {"top_k": 3},
@@ -147,12 +149,14 @@ def test_embed_then_rerank_queries_embedded_like_the_table_over_their_top_k(tmp_
         "sink": {"table": "reranked"},
     }
     embedded = run_job(job_config(corpus, db, tiny_qwen3, source={"columns": ["text"]},
-                                  model={"dimensions": 64, "max_tokens": 128}, rerank=rerank))
+                                  model={"dimensions": 64, "max_tokens": 128}, sink={"vector_dtype": "float16"},
+                                  rerank=rerank))
     summary = embedded.rerank
     assert "batch-embed rerank summary" in embedded.render()
     assert summary.queries_reranked == 3 and summary.rejected_by_reason == {"empty_query": 1}
 
     table = read_table(str(db), "docs")
+    assert table.schema.field("vector").type.value_type == pa.float16()
     vectors = np.array(table["vector"].to_pylist(), dtype=np.float32)
     ids, texts = table["id"].to_pylist(), dict(zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True))
     good = {k: v for k, v in queries.items() if v.strip()}

@@ -96,6 +96,9 @@ class CommittedRun:
                 commit_every_rows=self.sink.commit_every_rows, commit_every_seconds=self.sink.commit_every_seconds,
                 on_commit=self.lock.refresh, before_commit=self.lock.check,
             )
+            if t.provenance_update is not None:
+                self.lock.check()
+                self.committer.main.record_provenance(t.provenance_update)
         except BaseException as err:
             self.__exit__(type(err), err, None)
             raise

@@ -9,10 +9,11 @@ that an existing table was written with the same recipe.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ from jobs.core.config import ConfigError
 from jobs.core.paths import rejected_table, table_uri
 from operators.storage import lance_storage_options
 from operators.write import progress as prog
-from operators.write.lance_sink import SinkSpec
+from operators.write.lance_sink import METADATA_KEY, SinkSpec, read_provenance
 from operators.write.run_ledger import max_fragment_id, open_dataset, read_ledger
 
 log = logging.getLogger("batch_embed")
@@ -38,6 +39,41 @@ class TableTarget:
     resuming: bool = False
     done: prog.Progress = field(default_factory=dict)  # source rows already committed by this run
     abandoned_run: str | None = None  # a killed sync run over another listing, whose ledger this run drops
+    existing_provenance: dict[str, Any] | None = None  # the kept table's recorded provenance (not overwrite)
+    provenance_update: dict[str, Any] | None = None  # what the run records on the kept table before writing
+
+
+def existing_provenance(sink: Any) -> dict[str, Any] | None:
+    """The provenance an existing table (that this run keeps: not `overwrite`) records, or None."""
+    if sink.mode.value == "overwrite":
+        return None
+    ds = open_dataset(table_uri(sink.uri, sink.table), lance_storage_options(sink.storage_options))
+    return read_provenance(ds.schema) if ds is not None else None
+
+
+def record_engine_dtype(target: TableTarget, dtype: str) -> tuple[TableTarget, str | None]:
+    """The target with this run's engine dtype in the provenance it writes (a new table's schema, or an
+    update of the kept table's); and a note when the kept table holds vectors of another dtype.
+
+    The table records every dtype it holds (`dtypes`): bfloat16 and float32 vectors of one model differ
+    by ~1e-3 in cosine, which is allowed, but never silent."""
+    want = read_provenance(target.sink.schema) or {}
+    have = target.existing_provenance
+    held = sorted(set((have or {}).get("dtypes") or []) | {dtype})
+    schema = target.sink.schema.with_metadata({METADATA_KEY: json.dumps({**want, "dtypes": held},
+                                                                        sort_keys=True).encode()})
+    target = replace(target, sink=replace(target.sink, schema=schema))
+    if have is None:
+        return target, None
+    update = {**have, "dtypes": held}
+    if want.get("revision") is not None:
+        update["revision"] = want["revision"]  # sync over a new revision: re-embeds every row
+    if update != have:
+        target.provenance_update = update
+    others = [d for d in (have.get("dtypes") or []) if d != dtype]
+    note = (f"the table holds {', '.join(others)} vectors and this run writes {dtype} ones (cosines differ by "
+            "about 1e-3); the table records both" if others else None)
+    return target, note
 
 
 def plan_table(sink: Any, schema: pa.Schema, listing: list[tuple[str, int]], create_hint: str,
@@ -80,6 +116,7 @@ def plan_table(sink: Any, schema: pa.Schema, listing: list[tuple[str, int]], cre
         resuming=resume is not None,
         done=resume[1] if resume else {},
         abandoned_run=abandoned,
+        existing_provenance=read_provenance(main_ds.schema) if main_ds is not None and mode != "overwrite" else None,
     )
 
 

@@ -14,7 +14,8 @@ from jobs.core.committed_run import CommittedRun
 from jobs.core.engine_pool import engine_pool_args, resolve_gpus
 from jobs.core.paths import run_stamp, summary_path
 from jobs.core.summary import write_summary
-from jobs.embed.plan import EmbedPlan
+from jobs.core.table_target import record_engine_dtype
+from jobs.embed.plan import EmbedPlan, engine_dtype
 from jobs.embed.summary import RunSummary, summarize
 from operators.infer.embedder import Embedder
 from operators.prepare.input_tokenizer import InputTokenizer
@@ -29,8 +30,8 @@ from operators.write.table_lock import TableLock
 log = logging.getLogger("batch_embed")
 
 
-def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None):
-    """The lazy Ray Dataset whose rows are the writer's fragment reports."""
+def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None, dtype: str | None = None):
+    """The lazy Ray Dataset whose rows are the writer's fragment reports; `dtype`: the engines' (`engine_dtype`)."""
     import ray.data
 
     cfg = plan.config
@@ -38,7 +39,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     source = ParquetShardSource(plan.fs, plan.shards, src.id_column, src.text_column, src.columns,
                                 done=plan.target.done, retry=src.retry.policy())
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
-    embedder = plan.embedder_spec(gpus)
+    embedder = plan.embedder_spec(gpus, dtype)
     ds = ray.data.read_datasource(source)
     existing = REJECT if cfg.sink.mode.value == "append" else DIFF
     ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, tuple(src.columns)),
@@ -99,7 +100,11 @@ def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
     started = datetime.now(timezone.utc)
     DataContext.get_current().enable_progress_bars = cfg.run.progress
     gpus = resolve_gpus(cfg.engine.gpus_per_actor)
-    target = plan.target
+    dtype, recorded = engine_dtype(plan, gpus)  # one dtype for every engine of the run, recorded in the table
+    target, dtype_note = record_engine_dtype(plan.target, recorded)
+    if dtype_note:
+        log.warning("sink.table %s: %s", cfg.sink.table, dtype_note)
+    plan.target = target
     with CommittedRun(target, cfg.sink, lock, total_rows=plan.total_rows, show_progress=cfg.run.progress) as run:
         index = None
         mode = cfg.sink.mode.value
@@ -109,10 +114,11 @@ def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
             sync = mode == "sync"
             index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor,
                               "id", "fingerprint" if sync else None, tuple(cfg.source.columns) if sync else ())
-        run.consume(build_pipeline(plan, gpus, run.registry, index))
+        run.consume(build_pipeline(plan, gpus, run.registry, index, dtype))
         run.finish(final_deletes(plan, run.registry))
         upkeep_report = upkeep(plan)  # still under the lease
     summary = summarize(plan, run, gpus, upkeep_report, deletes_skipped(plan))
+    summary.engine_dtype, summary.dtype_note = recorded, dtype_note
     path = cfg.run.summary_path or summary_path(cfg.sink.uri, cfg.sink.table, run_stamp(started))
     write_summary(summary, path, fsspec_options(path, cfg.sink.storage_options))
     return summary

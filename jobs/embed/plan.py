@@ -8,6 +8,7 @@ any engine starts, with the setting's path in the message.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,14 +18,17 @@ from jobs.core.batching import rows_per_batch, text_tokens
 from jobs.core.config import ConfigError
 from jobs.core.inputs import SourceRows, mean_chars, sample_rows, scan_input
 from jobs.core.models import checked_model
-from jobs.core.table_target import TableTarget, plan_table
+from jobs.core.table_target import TableTarget, existing_provenance, plan_table
 from jobs.embed.config import EmbedJobConfig
 from operators.infer.embedder import EmbedderSpec
 from operators.infer.engine import EngineSpec
+from operators.infer.model_revision import model_revision
 from operators.infer.model_spec import ModelSpec
 from operators.prepare.fingerprints import Provenance
 from operators.read.parquet_source import BadShard, ShardInfo, source_columns
 from operators.write.lance_sink import main_schema, read_provenance
+
+log = logging.getLogger("batch_embed")
 
 # What an existing table must share with this run for its vectors to be comparable: (metadata key, setting).
 RECIPE = [
@@ -50,14 +54,23 @@ class EmbedPlan(SourceRows):
     rows_per_batch: int
     bad_shards: list[BadShard] = field(default_factory=list)  # left out (source.on_bad_shard: skip)
 
-    def embedder_spec(self, gpus: float) -> EmbedderSpec:
+    def embedder_spec(self, gpus: float, decided_dtype: str | None = None) -> EmbedderSpec:
+        """`decided_dtype`: a CPU engine's `auto`, decided once on the driver (`engine_dtype`)."""
         m, eng = self.config.model, self.config.engine
         engine = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=m.dtype.value,
                             gpus=gpus, trust_remote_code=m.trust_remote_code, extra=dict(eng.vllm),
-                            cpu_scheduling=eng.cpu_scheduling.value)
+                            cpu_scheduling=eng.cpu_scheduling.value, decided_dtype=decided_dtype)
         return EmbedderSpec(model=self.model, engine=engine, input_type=m.input_type.value,
                             instruction=self.provenance.instruction, max_tokens=self.max_tokens,
                             dimensions=self.dimensions, batch_tokens=eng.batch_tokens)
+
+
+def engine_dtype(plan: EmbedPlan, gpus: float) -> tuple[str | None, str]:
+    """(the dtype every CPU engine of the run loads, decided here once; None on GPUs, where vLLM's `auto`
+    stays per node), and the dtype the table records for this run."""
+    engine = plan.embedder_spec(gpus).engine
+    decided = engine.resolved_dtype if engine.dtype == "auto" and gpus == 0 else None
+    return decided, plan.embedder_spec(gpus, decided).engine.recorded_dtype
 
 
 def check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Schema, uri: str) -> None:
@@ -76,6 +89,14 @@ def check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sche
                 f"this run would use {want.get(key)!r}; vectors would not be comparable. Use sink.mode: "
                 "overwrite to rebuild it, or another sink.table"
             )
+    if (cfg.sink.mode.value != "sync" and have.get("revision") and want.get("revision")
+            and have["revision"] != want["revision"]):
+        # sync re-embeds every row instead (the revision is in each row's fingerprint)
+        raise ConfigError(
+            f"model.name: the existing table {cfg.sink.table} was embedded with {cfg.model.name} at revision "
+            f"{have['revision']}, this run would load revision {want['revision']}; vectors would not be "
+            "comparable. Use sink.mode: sync to re-embed every row, overwrite to rebuild, or another sink.table"
+        )
     if schema.remove_metadata() != wanted.remove_metadata():
         raise ConfigError(
             f"source.columns: the existing table {cfg.sink.table} has columns {schema.names}, "
@@ -99,6 +120,17 @@ def embedding_model(cfg: EmbedJobConfig) -> tuple[ModelSpec, int, int]:
     return model, max_tokens, m.dimensions or model.hidden_size
 
 
+def weights_revision(cfg: EmbedJobConfig, model: ModelSpec) -> str | None:
+    """The model's revision, part of every row's fingerprint; None for a table written before revisions were
+    recorded, which keeps its fingerprints (an upgrade must not re-embed everything by surprise)."""
+    have = existing_provenance(cfg.sink)
+    if have is not None and "revision" not in have:
+        log.warning("sink.table %s predates model revisions in provenance; its fingerprints stay without one "
+                    "(sink.mode: overwrite starts recording it)", cfg.sink.table)
+        return None
+    return model_revision(model.path)
+
+
 def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     src, m, sink = cfg.source, cfg.model, cfg.sink
     fs, shards, bad = scan_input(src.uri, src.storage_options,
@@ -106,7 +138,7 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
                                  src.on_bad_shard.value, src.retry.policy())
     model, max_tokens, dimensions = embedding_model(cfg)
     provenance = Provenance(model=m.name, instruction=m.effective_instruction, input_type=m.input_type.value,
-                            dimensions=dimensions, max_tokens=max_tokens)
+                            dimensions=dimensions, max_tokens=max_tokens, revision=weights_revision(cfg, model))
     extra_fields = [shards[0].schema.field(c) for c in src.columns]
     schema = main_schema(dimensions, sink.vector_dtype.value, extra_fields,
                          {**asdict(provenance), "vector_dtype": sink.vector_dtype.value})

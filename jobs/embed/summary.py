@@ -42,6 +42,8 @@ class RunSummary(JobSummary):
     bad_shards: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped (on_bad_shard: skip)
     deletes_skipped: str | None = None  # why sync.delete_missing did not delete this run
     abandoned_run: str | None = None  # a killed sync night over another listing, whose progress this run dropped
+    engine_dtype: str | None = None  # what every engine of the run computed in (recorded in the table)
+    dtype_note: str | None = None  # the table also holds vectors of another dtype
     throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...] for the report
     report_path: str | None = None
 
@@ -62,7 +64,7 @@ class RunSummary(JobSummary):
         lines = [
             "── batch-embed summary ──────────────────────────────",
             f"table          {self.table}  (version {self.table_version})  {self.table_uri}",
-            f"model          {self.model}  dims={self.dimensions}  mode={self.mode}",
+            f"model          {self.model}  dims={self.dimensions}  mode={self.mode}  dtype={self.engine_dtype}",
             f"rows           read {self.rows_read:,} from {self.shards} shard(s)  written {self.rows_written:,}  "
             f"rejected {self.rows_rejected:,}"
             + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
@@ -75,6 +77,8 @@ class RunSummary(JobSummary):
             f"commits        {self.commits}",
             render_actors(self.actors),
         ]
+        if self.dtype_note:
+            lines.append(f"DTYPES         {self.dtype_note}")
         if self.abandoned_run:
             lines.append(f"ABANDONED RUN  {self.abandoned_run} (killed over another source listing; this sync "
                          "kept what it committed)")

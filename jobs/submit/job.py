@@ -57,11 +57,19 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, as in the job itself (repeatable)")
     parser.add_argument("--wait", action="store_true",
                         help="stream the job's logs until it ends and exit with its status")
+    add_token_argument(parser)
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-file", default=None,
+                        help="the job server's token (Ray token authentication); default: RAY_AUTH_TOKEN, "
+                        "RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token")
 
 
 def add_follow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", help="the id `batch-embed submit` printed")
     parser.add_argument("--address", default=None, help="the cluster's job server (as for submit)")
+    add_token_argument(parser)
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -70,7 +78,8 @@ def run_submit(args: argparse.Namespace) -> int:
     submission_id = submit.new_submission_id(args.job)
     try:
         overrides, where = check_locally(args.job, Path(args.config), args.overrides, submission_id)
-        job_id = submit.submit(args.job, Path(args.config), overrides, args.address, submission_id)
+        job_id = submit.submit(args.job, Path(args.config), overrides, args.address, submission_id,
+                               args.token_file)
     except ConfigError as err:
         print(f"config error:\n{err}", file=sys.stderr)
         return 2
@@ -82,8 +91,12 @@ def run_submit(args: argparse.Namespace) -> int:
         print(f"follow with    batch-embed status {job_id} / batch-embed logs {job_id} --follow")
         print(where.render())
         return 0
-    code = submit.follow(job_id, args.address)
-    state, message = submit.status(job_id, args.address)
+    try:
+        code = submit.follow(job_id, args.address, token_file=args.token_file)
+        state, message = submit.status(job_id, args.address, args.token_file)
+    except (RuntimeError, ConnectionError) as err:
+        print(f"submit: {err}", file=sys.stderr)
+        return 1
     print(f"job {job_id}: {state}" + (f" ({message})" if message and code else ""))
     print(where.render())
     return code
@@ -93,7 +106,7 @@ def run_status(args: argparse.Namespace) -> int:
     from cluster import submit
 
     try:
-        state, message = submit.status(args.job_id, args.address)
+        state, message = submit.status(args.job_id, args.address, args.token_file)
     except (RuntimeError, ConnectionError) as err:  # unknown job, job server unreachable
         print(f"status: {err}", file=sys.stderr)
         return 1
@@ -106,8 +119,8 @@ def run_logs(args: argparse.Namespace) -> int:
 
     try:
         if args.follow:
-            return submit.follow(args.job_id, args.address)
-        print(submit.logs(args.job_id, args.address), end="")
+            return submit.follow(args.job_id, args.address, token_file=args.token_file)
+        print(submit.logs(args.job_id, args.address, args.token_file), end="")
     except (RuntimeError, ConnectionError) as err:
         print(f"logs: {err}", file=sys.stderr)
         return 1

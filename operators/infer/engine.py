@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from operators.infer.cpu_scheduling import CpuScheduling, make_thread_realtime
-from operators.infer.model_spec import hidden_size_of, weight_bytes
+from operators.infer.model_spec import hidden_size_of, stored_dtype, weight_bytes
 
 log = logging.getLogger("batch_embed")
 
@@ -33,16 +33,30 @@ class EngineSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     hf_overrides: dict[str, Any] | None = None  # e.g. RERANKER_OVERRIDES
     cpu_scheduling: str = CpuScheduling.auto.value  # CPU engines' compute threads: operators/infer/cpu_scheduling.py
+    decided_dtype: str | None = None  # `auto` as the driver decided it once for every engine of the run
 
     @property
     def resolved_dtype(self) -> str:
-        """The dtype the engine loads. CPU engines' `auto` is bfloat16 or float32, whichever the engine's
-        node computes faster (operators/infer/cpu_dtype.py; vLLM's own `auto` would pick an emulated float16)."""
+        """The dtype the engine loads. CPU engines' `auto` is bfloat16 or float32, whichever the
+        node computes faster (operators/infer/cpu_dtype.py; vLLM's own `auto` would pick an emulated float16),
+        decided once on the driver for the whole run (`decided_dtype`). GPU engines keep vLLM's `auto`
+        (a bfloat16 checkpoint falls back to float16 on GPUs without bfloat16)."""
+        if self.decided_dtype is not None:
+            return self.decided_dtype
         if self.dtype == "auto" and self.gpus == 0:
             from operators.infer.cpu_dtype import cpu_auto_dtype
 
             return cpu_auto_dtype(hidden_size_of(self.model_path) or 1024)[0]
         return self.dtype
+
+    @property
+    def recorded_dtype(self) -> str:
+        """What the table records as this run's engine dtype: the resolved one; for a GPU's `auto`,
+        vLLM's rule (bfloat16 checkpoints stay bfloat16, others load as float16)."""
+        dtype = self.resolved_dtype
+        if dtype == "auto":
+            return "bfloat16" if stored_dtype(self.model_path) == "bfloat16" else "float16"
+        return dtype
 
     def engine_args(self) -> dict[str, Any]:
         dtype = self.resolved_dtype

@@ -17,10 +17,16 @@ def id_hash64(row_id: str) -> int:
 
 
 def fingerprint(
-    text_digest: str, model: str, instruction: str, input_type: str, dimensions: int, max_tokens: int
+    text_digest: str, model: str, instruction: str, input_type: str, dimensions: int, max_tokens: int,
+    revision: str | None = None,
 ) -> str:
-    """What a vector depends on; a row whose fingerprint is unchanged need not be re-embedded."""
-    key = "\x1f".join([text_digest, model, instruction, input_type, str(dimensions), str(max_tokens)])
+    """What a vector depends on; a row whose fingerprint is unchanged need not be re-embedded.
+
+    `revision` (the weights' commit or content hash) joins the key only when known, so tables written
+    before revisions were recorded keep their fingerprints (no surprise re-embedding after an upgrade).
+    """
+    parts = [text_digest, model, instruction, input_type, str(dimensions), str(max_tokens)]
+    key = "\x1f".join(parts + ([revision] if revision else []))
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -34,6 +40,8 @@ class Provenance:
     input_type: str
     dimensions: int
     max_tokens: int
+    revision: str | None = None  # the model's weights (operators/infer/model_revision.py); None: not recorded
 
     def fingerprint(self, digest: str) -> str:
-        return fingerprint(digest, self.model, self.instruction, self.input_type, self.dimensions, self.max_tokens)
+        return fingerprint(digest, self.model, self.instruction, self.input_type, self.dimensions, self.max_tokens,
+                           self.revision)

@@ -20,7 +20,7 @@ from operators import faults
 from operators.prepare.table_index import delete_ids
 from operators.write import progress as prog
 from operators.write import run_ledger as ledger
-from operators.write.lance_sink import SinkSpec
+from operators.write.lance_sink import METADATA_KEY, SinkSpec
 
 
 class TableCommits:
@@ -49,6 +49,17 @@ class TableCommits:
         self.pending_progress = prog.merge_progress(self.pending_progress, progress)
         for frag, ids in (deletes or {}).items():
             self.pending_deletes.setdefault(int(frag), []).extend(ids)
+
+    def record_provenance(self, provenance: dict[str, Any]) -> None:
+        """Replace the table's recorded provenance (engine dtypes, model revision) in a commit of this run
+        (its ledger properties, no progress), so a resumed or later run's ledger reads on through it."""
+        import lance
+
+        op = lance.LanceOperation.UpdateConfig(schema_metadata_updates=lance.LanceOperation.UpdateMap(
+            {METADATA_KEY.decode(): json.dumps(provenance, sort_keys=True)}))
+        props = {**self.props, ledger.PROGRESS: prog.dumps({})}
+        tx = lance.Transaction(read_version=self.version, operation=op, transaction_properties=props)
+        self.version = lance.LanceDataset.commit(self.uri, tx, storage_options=self.storage_options).version
 
     def commit(self, complete: bool = False) -> None:
         import lance
