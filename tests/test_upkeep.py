@@ -94,21 +94,52 @@ def test_unfinished_run_blocks_compaction_and_cleanup(tmp_path):
     assert any("run killed is unfinished" in s for s in report.skipped)
 
 
-def test_index_recall_on_a_table_that_needs_one(tmp_path):
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(40, 64))
-    vectors = centers[rng.integers(0, 40, 20_000)] + 0.3 * rng.normal(size=(20_000, 64))
+def clustered(n, dims=64, seed=0, centers=40, offset=0):
+    """Unit vectors around `centers` random directions (real embeddings cluster; uniform noise does not)."""
+    rng = np.random.default_rng(seed)
+    middle = rng.normal(size=(centers, dims))
+    vectors = middle[rng.integers(0, centers, n)] + 0.3 * rng.normal(size=(n, dims))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    table = pa.table({"id": [f"r{i}" for i in range(len(vectors))],
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 64)})
+    return pa.table({"id": [f"r{i + offset}" for i in range(n)],
+                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dims)})
+
+
+def test_index_recall_on_a_table_that_needs_one(tmp_path):
+    """Recall is measured with LanceDB's default search (no nprobes, no refine): the default IVF_PQ found
+    0.43 of the exact top 10 that way; the default index now must find at least 0.9."""
+    table = clustered(20_000)
     uri = str(tmp_path / "db" / "docs.lance")
     lance.write_dataset(table.slice(0, 18_000), uri, max_rows_per_file=2_000)
     report = maintain(tmp_path / "db", recall_queries=30)
-    assert report.vector_index == "IVF_PQ" and report.search_uses_index
-    assert report.recall_at_10 >= 0.8, report.render()
+    assert report.vector_index == "IVF_SQ" and report.search_uses_index and report.vector_index_action == "built"
+    assert report.recall_at_10 >= 0.9, report.render()
     assert report.fragments_before == 9 and report.fragments_after == 1
-    # The next night's rows join the index without degrading it (Lance's default merge would).
+    # The next night's rows join the index as a delta without degrading it (Lance's default merge would).
     lance.write_dataset(table.slice(18_000), uri, mode="append")
     again = maintain(tmp_path / "db", recall_queries=30)
     assert again.unindexed_rows == 0 and again.rows == 20_000
-    assert again.recall_at_10 >= 0.8, again.render()
+    assert again.vector_index_action == "2,000 new rows added as a delta index", again.render()
+    assert again.recall_at_10 >= 0.9, again.render()
+
+
+def test_ten_nights_of_churn_keep_the_index_fresh(tmp_path):
+    """Each night 10% of the rows go and 10% arrive from a drifting distribution (new topics): deltas on
+    the first night's partitions would go stale; upkeep retrains when 20% of rows are outside them."""
+    uri = str(tmp_path / "db" / "docs.lance")
+    lance.write_dataset(clustered(5_000, seed=0), uri)
+    first = maintain(tmp_path / "db", recall_queries=20, index_min_rows=2_000)
+    assert first.vector_index_action == "built"
+    actions, recalls = [], []
+    for night in range(1, 11):
+        ds = lance.dataset(uri)
+        ids = ds.to_table(columns=["id"]).column("id").to_pylist()
+        gone = ids[night * 97 % 9: len(ids): 10]  # 10% of today's rows
+        ds.delete("id IN (" + ", ".join(f"'{i}'" for i in gone) + ")")
+        lance.write_dataset(clustered(500, seed=night, offset=night * 100_000), uri, mode="append")
+        report = maintain(tmp_path / "db", recall_queries=20, index_min_rows=2_000)
+        assert report.rows == 5_000 and report.unindexed_rows == 0
+        actions.append(report.vector_index_action)
+        recalls.append(report.recall_at_10)
+    retrained = [a for a in actions if a.startswith("retrained")]
+    assert retrained and all("outside the trained index" in a for a in retrained), actions
+    assert 1 <= len(retrained) <= 5 and min(recalls) >= 0.9, (actions, recalls)
