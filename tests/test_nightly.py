@@ -91,6 +91,11 @@ def test_rerunning_a_finished_append_adds_nothing(tiny_qwen3, ray_session, tmp_p
     rejected = read_table(str(tmp_path / "db"), "docs_rejected")
     assert set(rejected["reason"].to_pylist()) == {"id_exists"}
 
+    raw["sink"]["mode"] = "overwrite"  # float16 through an overwrite too
+    assert run_job(raw).rows_written == 20
+    rebuilt = read_table(str(tmp_path / "db"), "docs")
+    assert len(rebuilt) == 20 and rebuilt.schema.field("vector").type.value_type == pa.float16()
+
 
 def test_commits_keep_their_cadence_whatever_the_engine_speed(tiny_qwen3, ray_session, tmp_path):
     import lance

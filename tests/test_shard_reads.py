@@ -98,3 +98,25 @@ def test_backoff_grows_and_is_capped():
     p = RetryPolicy(first_wait=0.5, max_wait=30)
     assert all(0.25 <= p.wait(1) <= 0.5 for _ in range(20))
     assert all(15 <= p.wait(12) <= 30 for _ in range(20))
+
+
+def test_the_pairs_reader_retries_with_the_jobs_policy(tmp_path):
+    """Before: the pairs reader (rerank, mine) ignored the config's retry policy and used the default one."""
+    from operators.read.pairs_source import PairColumns, PairsSource
+    from operators.read.parquet_source import SourceError, inspect_shards
+
+    path = tmp_path / "pairs.parquet"
+    n = 600
+    pq.write_table(pa.table({"query_id": [f"q{i // 3}" for i in range(n)], "query": ["what"] * n,
+                             "doc_id": [f"d{i}" for i in range(n)], "doc_text": ["text"] * n}),
+                   path, row_group_size=100)
+    shards, _ = inspect_shards(FlakyFS(set()), [str(path)])
+
+    def pairs_read(fs, policy):
+        (task,) = PairsSource(fs, shards, PairColumns(), rows_per_block=64, retry=policy).get_read_tasks(1)
+        return sum(len(block.column("doc_id")[i].as_py()) for block in task() for i in range(block.num_rows))
+
+    flaky = FlakyFS({2, 5})
+    assert pairs_read(flaky, FAST) == n and flaky.reads > 7  # faults fired, every pair read once
+    with pytest.raises(SourceError, match="storage unreachable after 1 tries"):  # the policy given, not the default
+        pairs_read(FlakyFS({2}), RetryPolicy(attempts=1, max_seconds=5))
