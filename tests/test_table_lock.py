@@ -103,7 +103,9 @@ def test_same_hostname_in_another_container_is_not_judged_by_pid(tmp_path):
             "pid_ns": "pid:[1]", "heartbeat": time.time()}
     (tmp_path / "t.json").write_text(json.dumps(body))
     other = lease(tmp_path / "t.json", "c2", timeout_s=1.0)
+    t0 = time.monotonic()
     other.claim()  # waits: the lease cannot be checked from here; it goes stale after 1 s without a beat
+    assert time.monotonic() - t0 >= 0.9  # before: taken at once, the pid being "gone" here
     assert json.loads((tmp_path / "t.json").read_text())["run_id"] == "c2"
     other.release()
 
