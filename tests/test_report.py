@@ -78,6 +78,14 @@ def test_report_escapes_what_it_shows():
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page and "&lt;b&gt;x" in page
 
 
+def test_embed_report_counts_what_a_night_did():
+    page = render_report(embed_summary(rows_columns_updated=7, engine_dtype="bfloat16", abandoned_run="abc123",
+                                       dtype_note="the table holds float32 vectors and this run writes bfloat16 ones"))
+    for label in ("columns updated (vector kept)", ">7<", "dtype bfloat16", "abandoned run abc123",
+                  "holds float32 vectors"):
+        assert label in page, label
+
+
 def test_eval_report_shows_every_size_and_the_reranked_line():
     page = render_report(eval_summary())
     for label in (">384<", ">128<", ">32<", "ndcg@10 reranked", "reranked top 20", "1,536"):

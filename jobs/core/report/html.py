@@ -78,14 +78,20 @@ def _embed_section(d: dict[str, Any]) -> str:
                     ("commits", d.get("commits", 0)), ("table version", d.get("table_version"))])
     parts = [f'<div class="sub">table <b>{escape(str(d.get("table")))}</b> · {escape(str(d.get("table_uri")))} · '
              f'model {escape(str(d.get("model")))} · {d.get("dimensions")} dims · mode {escape(str(d.get("mode")))}'
-             f'</div>', cards, _run_charts(d, "row"),
+             f' · dtype {escape(str(d.get("engine_dtype")))}</div>', cards, _run_charts(d, "row"),
              _table(["rows", "count"], [["read", d.get("rows_read", 0)], ["new", d.get("rows_new", 0)],
-                                        ["changed", d.get("rows_changed", 0)],
+                                        ["changed (re-embedded)", d.get("rows_changed", 0)],
+                                        ["columns updated (vector kept)", d.get("rows_columns_updated", 0)],
                                         ["unchanged (skipped)", d.get("rows_unchanged", 0)],
                                         ["deleted", d.get("rows_deleted", 0)],
                                         ["committed before a restart", d.get("rows_resumed", 0)]])]
     for path, why in sorted((d.get("bad_shards") or {}).items()):
         parts.append(f'<p class="bad">skipped shard {escape(path)}: {escape(why)}</p>')
+    if d.get("abandoned_run"):
+        parts.append(f'<p class="bad">abandoned run {escape(str(d["abandoned_run"]))}: killed over another source '
+                     'listing; this sync kept what it committed</p>')
+    if d.get("dtype_note"):
+        parts.append(f'<p class="bad">{escape(str(d["dtype_note"]))}</p>')
     return "".join(parts)
 
 
