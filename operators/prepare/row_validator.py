@@ -117,8 +117,8 @@ class RowValidator:
                 actions = ["unchanged" if f else "new" for f in found.tolist()]
             else:
                 new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
-                copied = batch.select(list(self._columns)).take(rows) if self._columns else pa.table({"n": rows})
-                new_cols = columns_hash(copied, self._columns)
+                new_cols = (columns_hash(batch.select(list(self._columns)).take(rows), self._columns)
+                            if self._columns else np.zeros(len(rows), np.uint64))
                 actions = classify(found, old_prints, new_prints, old_cols, new_cols)
         acts = np.array(actions, dtype=object)
         replaced = (acts == "changed") | (acts == "columns")
