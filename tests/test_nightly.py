@@ -34,7 +34,8 @@ def with_urls(rows, changed=frozenset(), edited=frozenset()):
 
 
 def nightly(src, db, model, **sink):
-    raw = job_config(src, db, model, source={"columns": ["url"]},
+    # text copied too (as configs/nightly.yaml does): its hash is in the fingerprint, so sync compares url only
+    raw = job_config(src, db, model, source={"columns": ["url", "text"]},
                      sink={"mode": "sync", "vector_dtype": "float16", **sink}, sync={"delete_missing": True})
     return raw
 
@@ -61,6 +62,8 @@ def test_sync_updates_copied_columns_without_re_embedding(tiny_qwen3, ray_sessio
     n_tokens = dict(zip(t2["id"].to_pylist(), t2["n_tokens"].to_pylist(), strict=True))
     assert day2.tokens == sum(n_tokens[i] for i in edited)  # the engine saw only the edited texts
     assert len(t2) == len(DOCS) and set(after) == set(before)
+    texts = dict(zip(t2["id"].to_pylist(), t2["text"].to_pylist(), strict=True))
+    assert all(texts[i].endswith(" (edited)") == (i in edited) for i in texts)
     for i, (url, vector, fp) in after.items():
         if i in moved:
             assert url.endswith("?v=2")

@@ -42,7 +42,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     embedder = plan.embedder_spec(gpus, dtype)
     ds = ray.data.read_datasource(source)
     existing = REJECT if cfg.sink.mode.value == "append" else DIFF
-    ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, tuple(src.columns)),
+    ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, plan.compared_columns),
                         batch_format="pyarrow", batch_size=None)
     # Tokenised in the tasks (Ray Data fuses them with the validator's), so the engine actors only embed.
     ds = ds.map_batches(InputTokenizer(embedder), batch_format="pyarrow", batch_size=None)
@@ -113,7 +113,7 @@ def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
             # whether an id is taken; sync compares fingerprints and the copied columns.
             sync = mode == "sync"
             index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor,
-                              "id", "fingerprint" if sync else None, tuple(cfg.source.columns) if sync else ())
+                              "id", "fingerprint" if sync else None, plan.compared_columns if sync else ())
         run.consume(build_pipeline(plan, gpus, run.registry, index, dtype))
         run.finish(final_deletes(plan, run.registry))
         upkeep_report = upkeep(plan)  # still under the lease

@@ -54,6 +54,13 @@ class EmbedPlan(SourceRows):
     rows_per_batch: int
     bad_shards: list[BadShard] = field(default_factory=list)  # left out (source.on_bad_shard: skip)
 
+    @property
+    def compared_columns(self) -> tuple[str, ...]:
+        """The copied columns sync compares row by row (the index scans them): the text itself, when copied,
+        is left out, since its hash is already in the fingerprint and it is the widest column there is."""
+        src = self.config.source
+        return tuple(c for c in src.columns if c != src.text_column)
+
     def embedder_spec(self, gpus: float, decided_dtype: str | None = None) -> EmbedderSpec:
         """`decided_dtype`: a CPU engine's `auto`, decided once on the driver (`engine_dtype`)."""
         m, eng = self.config.model, self.config.engine
