@@ -67,26 +67,11 @@ def test_storage_option_dialects():
     }
 
 
-def test_engine_actors_get_their_share_of_cores_for_the_engine_and_the_tokenizer():
-    from jobs.core.engine_pool import engine_env
-
-    cpu = engine_env(0.0, 2)
-    assert cpu["OMP_NUM_THREADS"] == cpu["RAYON_NUM_THREADS"] == "2"
-    # explicit, so that a job-level runtime_env's "false" (cluster/submit.py) does not win
-    assert cpu["TOKENIZERS_PARALLELISM"] == "true"
-    gpu = engine_env(1.0, 8)
-    assert gpu["RAYON_NUM_THREADS"] == "8" and "OMP_NUM_THREADS" not in gpu
-
-
 def test_engines_say_how_many_compute_threads_their_job_may_run_on_a_node():
-    from jobs.core.engine_pool import engine_env, engines_per_node
+    from jobs.core.engine_pool import engines_per_node
     from jobs.core.sections import EngineConfig
-    from operators.infer.engine import NODE_THREADS_ENV
 
     # what an engine weighs before its threads go real-time (operators/infer/cpu_scheduling.py)
-    assert engine_env(0.0, 2)[NODE_THREADS_ENV] == "2"
-    assert engine_env(0.0, 1, per_node=2)[NODE_THREADS_ENV] == "2"
-    assert NODE_THREADS_ENV not in engine_env(1.0, 8, per_node=4)
     two = EngineConfig(actors={"min": 1, "max": 2})
     assert engines_per_node(two, node_cpus=2) == 2
     assert engines_per_node(two, node_cpus=2, pools=2) == 2  # by the CPUs Ray reserves: 1 each

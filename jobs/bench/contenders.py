@@ -63,7 +63,7 @@ def engine_spec(case: dict[str, Any]):
     model = load_model_spec(case["model"])
     engine = case.get("engine", {})  # the job's engine section: the ceiling runs with the same settings
     return model, EngineSpec(model_path=model.path, max_model_len=case["max_tokens"], gpus=0.0,
-                             extra=engine.get("vllm", {}), cpu_scheduling=engine.get("cpu_scheduling", "auto"))
+                             extra=engine.get("vllm", {}), cpu_scheduling=engine.get("cpu_scheduling", "normal"))
 
 
 def run_raw(case: dict[str, Any]) -> dict[str, Any]:

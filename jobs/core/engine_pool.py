@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from operators.infer.engine import NODE_THREADS_ENV
+from operators.infer.engine import AUTO_THREADS_ENV, NODE_THREADS_ENV
+from operators.infer.gpu_plan import engines_on_node, tensor_parallel_size
 
 # Worker environment of the engine actors: the engine runs in the actor's own
 # process, and vLLM's per-request INFO lines would drown the driver's log.
@@ -34,28 +35,26 @@ def largest_node_cpus() -> float:
     return max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
 
 
-def resolve_threads(setting: int | str, max_actors: int) -> int:
-    """`auto`: share the largest node's cores among the pool's actors (CPU engines)."""
-    if setting != "auto":
-        return int(setting)
-    return max(1, int(largest_node_cpus() // max_actors))
-
-
 def engines_per_node(eng: Any, node_cpus: float, pools: int = 1) -> int:
     """The most engine actors of the job's pools Ray may place on one node (by their CPU reservation)."""
-    return max(1, min(eng.actors.max * pools, int(node_cpus // eng.cpus_per_actor)))
+    return engines_on_node(node_cpus, eng.cpus_per_actor, eng.actors.max * pools)
 
 
-def engine_env(gpus: float, threads: int, per_node: int = 1) -> dict[str, str]:
-    """Environment of an engine actor: `threads` compute threads, `per_node` engines that may share its node."""
-    # Ray sets OMP_NUM_THREADS=<num_cpus> in actors (1 by default), which would pin a CPU
-    # engine to one core. The tokenizer's pool takes the actor's share of the node, not
-    # every core of it, on GPU nodes too.
-    env = {**ENGINE_ENV, "RAYON_NUM_THREADS": str(threads)}
+def engine_env(gpus: float, threads: int | None, per_node: int = 1, *, cpus_per_actor: float = 1.0,
+               engines: int = 1, tp: int = 1) -> dict[str, str]:
+    """Environment of an engine actor: `threads` compute threads (None: `auto`, sized by the actor from its own
+    node's cores, operators/infer/engine.apply_node_threads), `per_node` engines that may share its node."""
     if gpus > 0:
-        return env
-    # What the engine weighs before it puts its threads on real-time scheduling (operators/infer/cpu_scheduling).
-    return {**env, "OMP_NUM_THREADS": str(threads), NODE_THREADS_ENV: str(threads * per_node)}
+        # The GPU computes; the actor's CPUs tokenise (where it does) and feed it: its tokenizer takes
+        # the CPUs Ray reserved for it. Tensor parallel engines run vLLM's engine core in a process of its own.
+        env = {**ENGINE_ENV, "RAYON_NUM_THREADS": str(max(1, int(cpus_per_actor)))}
+        return {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"} if tp > 1 else env
+    if threads is None:
+        return {**ENGINE_ENV, AUTO_THREADS_ENV: f"{cpus_per_actor:g}:{engines}"}
+    # Ray sets OMP_NUM_THREADS=<num_cpus> in actors (1 by default), which would pin a CPU engine to one
+    # core. What the engine weighs before it puts its threads on real-time scheduling: NODE_THREADS_ENV.
+    return {**ENGINE_ENV, "RAYON_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+            NODE_THREADS_ENV: str(threads * per_node)}
 
 
 def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
@@ -65,6 +64,7 @@ def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
     """
     import ray.data
 
+    threads = None if eng.threads_per_actor == "auto" else int(eng.threads_per_actor)
     return {
         "compute": ray.data.ActorPoolStrategy(min_size=eng.actors.min, max_size=eng.actors.max),
         "num_cpus": eng.cpus_per_actor,
@@ -72,6 +72,7 @@ def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
         # Placement: Ray Data spreads actor-pool actors over nodes itself (its "SPREAD" default;
         # passing a scheduling strategy is deprecated in 2.60). tests/test_cluster.py checks that a
         # pool of two engines lands on both nodes of a two-node cluster.
-        "runtime_env": {"env_vars": engine_env(gpus, resolve_threads(eng.threads_per_actor, eng.actors.max * pools),
-                                               engines_per_node(eng, largest_node_cpus(), pools))},
+        "runtime_env": {"env_vars": engine_env(gpus, threads, engines_per_node(eng, largest_node_cpus(), pools),
+                                               cpus_per_actor=eng.cpus_per_actor, engines=eng.actors.max * pools,
+                                               tp=tensor_parallel_size(gpus))},
     }

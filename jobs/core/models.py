@@ -40,7 +40,7 @@ class QueryEmbedding:
     def embedder_spec(self, gpus: float, engine: Any, document_column: str | None = None) -> EmbedderSpec:
         """`engine`: the job's EngineConfig."""
         spec = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=self.dtype, gpus=gpus,
-                          extra=dict(engine.vllm), cpu_scheduling=engine.cpu_scheduling.value)
+                          **engine.spec_fields(gpus, self.model.attention_heads))
         return EmbedderSpec(model=self.model, engine=spec, input_type="query", instruction=self.instruction,
                             max_tokens=self.max_tokens, dimensions=self.dimensions,
                             batch_tokens=engine.batch_tokens, document_column=document_column)
@@ -125,7 +125,7 @@ def reranker_model(m: Any, section: str = "model") -> tuple[ModelSpec, int]:
 def reranker_spec(m: Any, model: ModelSpec, max_tokens: int, engine: Any, gpus: float) -> RerankerSpec:
     """`m`: the RerankModelConfig; `engine`: the job's EngineConfig."""
     spec = EngineSpec(model_path=model.path, max_model_len=max_tokens, dtype=m.dtype.value, gpus=gpus,
-                      trust_remote_code=m.trust_remote_code, extra=dict(engine.vllm), hf_overrides=RERANKER_OVERRIDES,
-                      cpu_scheduling=engine.cpu_scheduling.value)
+                      trust_remote_code=m.trust_remote_code, hf_overrides=RERANKER_OVERRIDES,
+                      **engine.spec_fields(gpus, model.attention_heads))
     return RerankerSpec(engine=spec, instruction=m.instruction, max_tokens=max_tokens,
                         batch_tokens=engine.batch_tokens)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from jobs.core.config import StrictModel
+from jobs.core.config import ConfigError, StrictModel
 from operators.infer.cpu_scheduling import CpuScheduling
 
 
@@ -44,6 +44,18 @@ class ActorsConfig(StrictModel):
         return self
 
 
+class EngineBackend(str, Enum):
+    vllm = "vllm"
+    simulated = "simulated"
+
+
+class SimulatedEngineConfig(StrictModel):
+    """`engine.backend: simulated`: the speed each engine actor emulates (operators/infer/simulated_engine.py)."""
+
+    tokens_per_second: float = Field(0.0, ge=0, description="Input tokens a second per engine; 0: unlimited.")
+    startup_seconds: float = Field(0.0, ge=0, description="Seconds each engine takes to start.")
+
+
 class EngineConfig(StrictModel):
     actors: ActorsConfig = Field(default_factory=ActorsConfig, description="Autoscaling pool size {min, max}.")
     gpus_per_actor: float | Literal["auto"] = Field(
@@ -52,23 +64,50 @@ class EngineConfig(StrictModel):
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each engine actor.")
     threads_per_actor: int | Literal["auto"] = Field(
         "auto",
-        description="Compute threads of a CPU engine; `auto`: a node's cores divided by actors.max. "
-        "Ray would otherwise pin an actor with 1 CPU to 1 thread.",
+        description="Compute threads of a CPU engine; `auto`: its node's cores divided by the engines that fit on "
+        "that node (by cpus_per_actor, at most actors.max). Ray would otherwise pin an actor with 1 CPU to 1 thread.",
     )
     batch_tokens: int = Field(
         16384, ge=64, description="Token budget of one engine call, counted as a padded kernel counts it (rows x "
         "the call's longest row); Ray batches are sized to about this many tokens."
     )
     cpu_scheduling: CpuScheduling = Field(
-        CpuScheduling.auto,
-        description="CPU engines' compute threads: `auto` runs them at the lowest real-time priority (SCHED_RR) "
-        "where the OS permits it and it is safe, so that Ray's own processes do not preempt them, else at normal "
-        "priority with a warning; `realtime`: the engine fails to start instead; `normal`: never. GPU engines: "
-        "ignored.",
+        CpuScheduling.normal,
+        description="CPU engines' compute threads: `normal` priority (the default: a library must not raise "
+        "thread priority on shared nodes); `auto`: the lowest real-time priority (SCHED_RR 1) where the OS "
+        "permits it and the node's engines fit its cores, so Ray's own processes do not preempt them, else normal "
+        "with a warning; `realtime`: the same, but the engine fails to start where it cannot. GPU engines: ignored.",
     )
     vllm: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM engine arguments passed through as is (e.g. enforce_eager)."
     )
+    backend: EngineBackend = Field(
+        EngineBackend.vllm, description="`vllm`; `simulated`: no model, deterministic vectors from the token ids "
+        "at `simulated.tokens_per_second` per engine, to dry-run a config at fleet scale (logical GPUs) before "
+        "renting GPUs. Tables record it; sync and append refuse to mix simulated and real vectors.",
+    )
+    simulated: SimulatedEngineConfig = Field(default_factory=SimulatedEngineConfig)
+
+    def spec_fields(self, gpus: float, attention_heads: int | None = None) -> dict[str, Any]:
+        """What an operators.infer.engine.EngineSpec takes from this section, for engines of `gpus` GPUs."""
+        from operators.infer.gpu_plan import tensor_parallel_size
+        from operators.infer.simulated_engine import SimulatedRate
+
+        try:
+            tp = tensor_parallel_size(gpus, attention_heads)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return {"extra": dict(self.vllm), "cpu_scheduling": self.cpu_scheduling.value, "backend": self.backend.value,
+                "simulated": SimulatedRate(self.simulated.tokens_per_second, self.simulated.startup_seconds),
+                "tensor_parallel_size": tp}
+
+    @field_validator("gpus_per_actor")
+    @classmethod
+    def _whole_gpus_above_one(cls, v: float | str) -> float | str:
+        if v != "auto" and v > 1 and v != int(v):
+            raise ValueError("an engine takes a share of one GPU (up to 1) or a whole number of GPUs (tensor "
+                             "parallel); not a fraction above one")
+        return v
 
     @field_validator("gpus_per_actor", "threads_per_actor")
     @classmethod

@@ -65,8 +65,8 @@ class EmbedPlan(SourceRows):
         """`decided_dtype`: a CPU engine's `auto`, decided once on the driver (`engine_dtype`)."""
         m, eng = self.config.model, self.config.engine
         engine = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=m.dtype.value,
-                            gpus=gpus, trust_remote_code=m.trust_remote_code, extra=dict(eng.vllm),
-                            cpu_scheduling=eng.cpu_scheduling.value, decided_dtype=decided_dtype)
+                            gpus=gpus, trust_remote_code=m.trust_remote_code, decided_dtype=decided_dtype,
+                            **eng.spec_fields(gpus, self.model.attention_heads))
         return EmbedderSpec(model=self.model, engine=engine, input_type=m.input_type.value,
                             instruction=self.provenance.instruction, max_tokens=self.max_tokens,
                             dimensions=self.dimensions, batch_tokens=eng.batch_tokens)
@@ -104,6 +104,12 @@ def check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sche
             f"{have['revision']}, this run would load revision {want['revision']}; vectors would not be "
             "comparable. Use sink.mode: sync to re-embed every row, overwrite to rebuild, or another sink.table"
         )
+    simulated_table = "simulated" in (have.get("dtypes") or [])
+    if simulated_table != (cfg.engine.backend.value == "simulated"):
+        held = "simulated vectors (engine.backend: simulated)" if simulated_table else "vectors of a real model"
+        raise ConfigError(f"engine.backend: the existing table {cfg.sink.table} holds {held}, this run would write "
+                          f"{cfg.engine.backend.value} ones; the two never mix in one table. Use sink.mode: overwrite "
+                          "or another sink.table")
     if schema.remove_metadata() != wanted.remove_metadata():
         raise ConfigError(
             f"source.columns: the existing table {cfg.sink.table} has columns {schema.names}, "

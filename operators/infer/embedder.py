@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from operators import faults
 from operators.contract import require_columns
 from operators.infer.batching import group_by_token_budget
-from operators.infer.engine import EngineSpec, PoolingEngine
+from operators.infer.engine import EngineSpec, apply_node_threads, make_engine
 from operators.infer.matryoshka import mrl_truncate
 from operators.infer.model_spec import END_TOKEN, ModelSpec
 from operators.infer.prompts import cut_and_end, cut_keep_last, format_input
@@ -126,9 +126,10 @@ class Embedder:
     CHECK_ROWS = 16
 
     def __init__(self, spec: EmbedderSpec):
+        apply_node_threads()  # first: before anything loads torch
         self.spec = spec
         self.tokenizer = Tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code)
-        self.engine = PoolingEngine(spec.engine)
+        self.engine = make_engine(spec.engine)
         self._staged_ok: bool | None = None  # unknown until the first batch that carries token_ids
 
     def _embed(self, prompts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:

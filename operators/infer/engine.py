@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from operators.infer.cpu_scheduling import CpuScheduling, make_thread_realtime
-from operators.infer.model_spec import hidden_size_of, stored_dtype, weight_bytes
+from operators.infer.gpu_plan import cpu_threads_per_engine, engines_on_node, gpu_engine_args, shared_gpu_kv_bytes
+from operators.infer.model_spec import hidden_size_of, load_model_spec, stored_dtype, weight_bytes
+from operators.infer.simulated_engine import SimulatedEngine, SimulatedRate
 
 log = logging.getLogger("batch_embed")
 
@@ -32,8 +34,11 @@ class EngineSpec:
     trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     hf_overrides: dict[str, Any] | None = None  # e.g. RERANKER_OVERRIDES
-    cpu_scheduling: str = CpuScheduling.auto.value  # CPU engines' compute threads: operators/infer/cpu_scheduling.py
+    cpu_scheduling: str = CpuScheduling.normal.value  # CPU engines' compute threads: operators/infer/cpu_scheduling.py
     decided_dtype: str | None = None  # `auto` as the driver decided it once for every engine of the run
+    backend: str = "vllm"  # or "simulated": operators/infer/simulated_engine.py
+    simulated: SimulatedRate = SimulatedRate()
+    tensor_parallel_size: int = 1  # GPUs one engine spans (operators/infer/gpu_plan.py)
 
     @property
     def resolved_dtype(self) -> str:
@@ -41,6 +46,8 @@ class EngineSpec:
         node computes faster (operators/infer/cpu_dtype.py; vLLM's own `auto` would pick an emulated float16),
         decided once on the driver for the whole run (`decided_dtype`). GPU engines keep vLLM's `auto`
         (a bfloat16 checkpoint falls back to float16 on GPUs without bfloat16)."""
+        if self.backend == "simulated":
+            return "simulated"
         if self.decided_dtype is not None:
             return self.decided_dtype
         if self.dtype == "auto" and self.gpus == 0:
@@ -70,8 +77,7 @@ class EngineSpec:
         if self.hf_overrides:
             args["hf_overrides"] = self.hf_overrides
         if self.gpus > 0:
-            # Several actors may share one GPU (gpus_per_actor < 1): each takes its share.
-            args["gpu_memory_utilization"] = round(0.9 * min(1.0, self.gpus), 3)
+            args.update(gpu_engine_args(self.gpus, self.tensor_parallel_size))
         else:
             args["gpu_memory_utilization"] = cpu_memory_fraction(weight_bytes(self.model_path, dtype))
             # Tokens per engine step: the fastest of the sizes swept with `batch-embed bench`
@@ -109,6 +115,14 @@ def cpu_memory_fraction(weights: int, host_bytes: int | None = None) -> float:
     need = 1.0 * _GIB + 1.3 * weights + 0.5 * _GIB
     # x1.5: vLLM measures against one NUMA node, which can be a part of the host.
     return round(min(0.9, max(0.1, 1.5 * need / host_bytes)), 3)
+
+
+def make_engine(spec: EngineSpec) -> Any:
+    """The engine `spec.backend` names: a vLLM PoolingEngine, or a SimulatedEngine of the model's width."""
+    if spec.backend == "simulated":
+        width = hidden_size_of(spec.model_path) or load_model_spec(spec.model_path).hidden_size or 0
+        return SimulatedEngine(width, spec.simulated)
+    return PoolingEngine(spec)
 
 
 class PoolingEngine:
@@ -186,6 +200,37 @@ def _log_to_stderr_if_unconfigured() -> None:
 
 # Set by jobs/core/engine_pool.engine_env: compute threads of all the job's engines that may share a node.
 NODE_THREADS_ENV = "BATCH_EMBED_NODE_ENGINE_THREADS"
+# `engine.threads_per_actor: auto`: "<cpus_per_actor>:<engines of the job>"; the actor sizes its threads from
+# its own node's cores (`apply_node_threads`), since one runtime_env serves every node of the cluster.
+AUTO_THREADS_ENV = "BATCH_EMBED_AUTO_THREADS"
+
+
+def this_node_cpus() -> float:
+    """CPUs the Ray node running this process declares (its usable cores outside Ray)."""
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        for n in ray.nodes():
+            if n.get("NodeID") == node:
+                return float(n["Resources"].get("CPU", 1))
+    except Exception:  # noqa: BLE001 - not in a Ray worker: the process's own cores
+        pass
+    return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def apply_node_threads(node_cpus: float | None = None) -> int | None:
+    """Threads of a CPU engine with `threads_per_actor: auto`, from this node's cores; set before torch loads
+    (its OpenMP team reads OMP_NUM_THREADS once). None where the job gave a number (already in the env)."""
+    raw = os.environ.pop(AUTO_THREADS_ENV, None)
+    if not raw:
+        return None
+    cpus, engines = (float(x) for x in raw.split(":"))
+    node = this_node_cpus() if node_cpus is None else node_cpus
+    threads = cpu_threads_per_engine(node, cpus, int(engines))
+    os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ[NODE_THREADS_ENV] = str(threads * engines_on_node(node, cpus, int(engines)))
+    return threads
 
 
 def node_compute_threads() -> int:
@@ -220,4 +265,11 @@ def _build_llm(spec: EngineSpec) -> Any:
 
     if spec.dtype == "auto":
         logging.getLogger("vllm.model_executor.models.utils").addFilter(_OWN_DTYPE_CHOICE)
-    return LLM(**spec.engine_args())
+    args = spec.engine_args()
+    if 0 < spec.gpus < 1 and not {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(spec.extra):
+        import torch
+
+        dtype = spec.resolved_dtype if spec.resolved_dtype != "auto" else None
+        args["kv_cache_memory_bytes"] = shared_gpu_kv_bytes(spec.gpus, torch.cuda.mem_get_info()[1],
+                                                            weight_bytes(spec.model_path, dtype))
+    return LLM(**args)

@@ -51,6 +51,7 @@ class ModelSpec:
     pooling: str  # "last", "mean" or "cls"
     hidden_size: int | None
     max_positions: int | None
+    attention_heads: int | None = None  # what tensor parallelism must divide (operators/infer/gpu_plan.py)
 
     @property
     def appends_end_token(self) -> bool:
@@ -124,9 +125,9 @@ def load_model_spec(name: str) -> ModelSpec:
     positions = config.get("max_position_embeddings") or config.get("n_positions")
     if config.get("model_type") == "bert" and positions:
         positions = int(positions)
-    return ModelSpec(
-        name=name, path=path, pooling=_pooling(config, st_pooling), hidden_size=hidden, max_positions=positions
-    )
+    heads = config.get("num_attention_heads")
+    return ModelSpec(name=name, path=path, pooling=_pooling(config, st_pooling), hidden_size=hidden,
+                     max_positions=positions, attention_heads=int(heads) if heads else None)
 
 
 def effective_max_tokens(spec: ModelSpec, configured: int | None) -> int:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from operators.contract import require_columns
 from operators.infer.batching import group_by_token_budget
-from operators.infer.engine import EngineSpec, PoolingEngine
+from operators.infer.engine import EngineSpec, apply_node_threads, make_engine
 from operators.infer.prompts import RERANK_PREFIX, RERANK_SUFFIX, assemble_rerank_ids, rerank_pair_head
 
 REQUIRED = ("text", "doc_text", "action")
@@ -88,9 +88,10 @@ class Reranker:
     """Ray Data callable class: heavy set-up (tokenizer, vLLM engine) once per actor."""
 
     def __init__(self, spec: RerankerSpec):
+        apply_node_threads()  # first: before anything loads torch
         self.spec = spec
         self.tokenizer = RerankTokenizer(spec.engine.model_path, spec.max_tokens, spec.engine.trust_remote_code)
-        self.engine = PoolingEngine(spec.engine)
+        self.engine = make_engine(spec.engine)
 
     def score_pairs(self, queries: list[str], docs: list[str]) -> tuple[np.ndarray, list]:
         """P("yes") per pair (NaN where unscored) and the (ids, truncated, reason) encodings."""
