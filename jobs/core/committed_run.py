@@ -26,6 +26,7 @@ from jobs.core.paths import lock_path
 from jobs.core.report.actor_timeline import ActorTimeline
 from jobs.core.report.throughput_timeline import ThroughputTimeline
 from jobs.core.table_target import TableTarget
+from operators.infer.engine_clock import TimeLedger
 from operators.prepare.id_registry import IdRegistry
 from operators.prepare.table_index import scan_ids
 from operators.storage import fsspec_options
@@ -69,6 +70,9 @@ class CommittedRun:
         self.total_rows, self.show_progress = total_rows, show_progress
         self.id_column, self.unit, self.engine_pools = id_column, unit, engine_pools
         self.registry: Any = None
+        self.ledger: Any = None  # TimeLedger: engines' and writers' per-batch timings (operators/infer/engine_clock.py)
+        self.time_split: dict[str, Any] | None = None  # where the time went, for the summary
+        self._commit_s = 0.0
         self.committer: LanceCommitter | None = None
         self.orphans_removed = 0
         self.seconds = 0.0
@@ -88,6 +92,7 @@ class CommittedRun:
             if t.resuming:
                 log.info("resuming run %s: %d source rows already committed", t.run_id, prog.total_rows(t.done))
             self.registry = self.actor(IdRegistry)
+            self.ledger = self.actor(TimeLedger)
             if t.resuming:
                 self._seed_registry()
             self.committer = LanceCommitter.for_run(
@@ -103,6 +108,17 @@ class CommittedRun:
             self.__exit__(type(err), err, None)
             raise
         return self
+
+    def _time_split(self) -> dict[str, Any] | None:
+        """The ledger's engine and writer timings, with the driver's commit seconds and the run's wall time."""
+        import ray
+
+        try:
+            split = ray.get(self.ledger.report.remote(self._started), timeout=60)
+        except Exception as err:  # noqa: BLE001 - a report without it beats a failed run after the commit
+            log.warning("engine timings unavailable: %s", err)
+            return None
+        return {**split, "commit_s": round(self._commit_s, 3), "wall_s": round(time.monotonic() - self._t0, 3)}
 
     def actor(self, cls: type, *args: Any) -> Any:
         """A helper actor (id registry, table index) that lives as long as the run."""
@@ -130,7 +146,9 @@ class CommittedRun:
                         rows = source_rows_of(report)
                         bar.update(rows)
                         throughput.add(rows, report["tokens"] if report["table"] != "unchanged" else 0)
+                    started = time.monotonic()
                     self.committer.maybe_commit()
+                    self._commit_s += time.monotonic() - started
         finally:
             bar.close()
         self.actor_timeline, self._throughput = timeline.points, throughput
@@ -143,8 +161,11 @@ class CommittedRun:
         """
         assert self.committer is not None
         self.check_accounting()
+        started = time.monotonic()
         self.committer.finish(deletes)
+        self._commit_s += time.monotonic() - started
         self.throughput = self._throughput.close()
+        self.time_split = self._time_split()
         # Files of killed attempts were never committed; removing them needs the lock this run still
         # holds. (A retried writer task's files are newer than this attempt: the next run removes them.)
         sink = self.target.sink

@@ -53,6 +53,25 @@ def render_actors(actors: dict[str, Any]) -> str:
     return "actors         " + ("; ".join(pools) or f"min {actors.get('min')} max {actors.get('max')}")
 
 
+def render_time_split(split: dict[str, Any] | None) -> list[str]:
+    """Where the run's time went (operators/infer/engine_clock.py): were the engines starved or the bottleneck?"""
+    if not split or not split.get("engines"):
+        return []
+    engines = split["engines"]
+    shares = ", ".join(f"{e['busy_share']:.0%}" for e in engines.values())
+    share = split.get("busy_share") or 0.0
+    verdict = ("engines are the limit: add engines" if share >= 0.9 else
+               "engines waited for input: the CPUs around them (read, validate, tokenise, write) are the limit"
+               if share < 0.7 else "engines mostly busy")
+    return [
+        f"time split     first engine up at {split['first_engine_up_s']:.1f} s "
+        f"(start-up {split['engine_startup_s']:.1f} s)  engines busy {split['engines_busy_s']:.1f} s, "
+        f"waiting for input {split['engines_waiting_s']:.1f} s  "
+        f"writing {split['write_s']:.1f} s (tasks)  committing {split['commit_s']:.1f} s (driver)",
+        f"engines busy   {share:.0%} overall ({verdict}); per engine: {shares}",
+    ]
+
+
 def write_summary(summary: Any, path: str, storage_options: dict[str, Any]) -> None:
     """Write the JSON (local folder or object store) and the HTML report next to it.
 

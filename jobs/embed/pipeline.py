@@ -7,6 +7,7 @@ read (ParquetShardSource) -> RowValidator -> InputTokenizer (tasks) -> Embedder 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,8 +31,10 @@ from operators.write.table_lock import TableLock
 log = logging.getLogger("batch_embed")
 
 
-def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None, dtype: str | None = None):
-    """The lazy Ray Dataset whose rows are the writer's fragment reports; `dtype`: the engines' (`engine_dtype`)."""
+def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None, dtype: str | None = None,
+                   ledger: Any = None):
+    """The lazy Ray Dataset whose rows are the writer's fragment reports; `dtype`: the engines' (`engine_dtype`);
+    `ledger`: the run's TimeLedger, which the engines and writers tell their timings."""
     import ray.data
 
     cfg = plan.config
@@ -39,7 +42,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     source = ParquetShardSource(plan.fs, plan.shards, src.id_column, src.text_column, src.columns,
                                 done=plan.target.done, retry=src.retry.policy())
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
-    embedder = plan.embedder_spec(gpus, dtype)
+    embedder = replace(plan.embedder_spec(gpus, dtype), ledger=ledger)
     ds = ray.data.read_datasource(source)
     existing = REJECT if cfg.sink.mode.value == "append" else DIFF
     ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, plan.compared_columns),
@@ -50,7 +53,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
                         batch_format="pyarrow", **engine_pool_args(cfg.engine, gpus))
     # Each engine batch is written as it comes (batch_size=None): gathering rows_per_fragment rows first
     # would hold a slow engine's vectors past sink.commit_every_seconds. Upkeep compacts small fragments.
-    return ds.map_batches(LanceFragmentWriter(plan.target.sink), batch_size=None,
+    return ds.map_batches(LanceFragmentWriter(plan.target.sink, ledger), batch_size=None,
                           batch_format="pyarrow")  # no runtime_env: see lance_sink.fragment_writer
 
 
@@ -114,7 +117,7 @@ def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
             sync = mode == "sync"
             index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor,
                               "id", "fingerprint" if sync else None, plan.compared_columns if sync else ())
-        run.consume(build_pipeline(plan, gpus, run.registry, index, dtype))
+        run.consume(build_pipeline(plan, gpus, run.registry, index, dtype, run.ledger))
         run.finish(final_deletes(plan, run.registry))
         upkeep_report = upkeep(plan)  # still under the lease
     summary = summarize(plan, run, gpus, upkeep_report, deletes_skipped(plan))

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.core.paths import rejected_table
-from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts
+from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts, render_time_split
 
 
 @dataclass
@@ -45,6 +45,7 @@ class RunSummary(JobSummary):
     engine_dtype: str | None = None  # what every engine of the run computed in (recorded in the table)
     dtype_note: str | None = None  # the table also holds vectors of another dtype
     throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...] for the report
+    time_split: dict[str, Any] | None = None  # start-up, engines busy / waiting, writing, committing
     report_path: str | None = None
 
     @property
@@ -76,6 +77,7 @@ class RunSummary(JobSummary):
             f"time           {self.seconds:.1f} s   {self.rows_per_s:,.1f} rows/s   {self.tokens_per_s:,.0f} tokens/s",
             f"commits        {self.commits}",
             render_actors(self.actors),
+            *render_time_split(self.time_split),
         ]
         if self.dtype_note:
             lines.append(f"DTYPES         {self.dtype_note}")
@@ -121,7 +123,7 @@ def summarize(plan: Any, run: Any, gpus: float, upkeep: Any, deletes_skipped: st
         run_id=plan.target.run_id,
         orphans_removed=run.orphans_removed,
         actors=actors_report(cfg.engine, gpus, run.actor_timeline),
-        throughput=run.throughput,
+        throughput=run.throughput, time_split=run.time_split,
         upkeep=upkeep,
         bad_shards={b.path: b.reason for b in plan.bad_shards},
         deletes_skipped=deletes_skipped,

@@ -8,6 +8,7 @@ then LanceCommitter on the driver, as in the embedding job.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,8 +30,8 @@ from operators.write.rerank_sink import RerankFragmentWriter
 from operators.write.table_lock import TableLock
 
 
-def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = None):
-    """The lazy Ray Dataset whose rows are the writer's reports."""
+def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = None, ledger: Any = None):
+    """The lazy Ray Dataset whose rows are the writer's reports; `ledger`: the run's TimeLedger (reranker timings)."""
     import ray.data
 
     cfg, eng = plan.config, plan.config.engine
@@ -54,7 +55,8 @@ def build_pipeline(plan: RerankPlan, gpus: float, registry: Any, index: Any = No
         assert cfg.candidates is not None
         ds = ds.map_batches(retrieve_top_k, fn_kwargs={"spec": plan.retrieval},
                             batch_size=cfg.candidates.queries_per_scan, batch_format="pyarrow")
-    ds = ds.map_batches(Reranker, fn_constructor_args=(plan.reranker_spec(gpus),), batch_size=plan.queries_per_batch,
+    reranker = replace(plan.reranker_spec(gpus), ledger=ledger)
+    ds = ds.map_batches(Reranker, fn_constructor_args=(reranker,), batch_size=plan.queries_per_batch,
                         batch_format="pyarrow", **actor_args)
     # As the embedding job: each reranked batch is written as it comes, so commits keep their cadence.
     return ds.map_batches(RerankFragmentWriter(plan.target.sink), batch_size=None,
@@ -79,7 +81,7 @@ def run_pipeline(plan: RerankPlan, lock: TableLock) -> RerankSummary:
             # Queries the table already holds (before this run) are skipped.
             index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor,
                               "query_id", None)
-        run.consume(build_pipeline(plan, gpus, run.registry, index))
+        run.consume(build_pipeline(plan, gpus, run.registry, index, run.ledger))
         run.finish()
     summary = summarize(plan, run, gpus)
     path = cfg.run.summary_path or summary_path(cfg.sink.uri, cfg.sink.table, run_stamp(started))

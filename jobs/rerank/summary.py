@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.core.paths import rejected_table
-from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts
+from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts, render_time_split
 
 
 @dataclass
@@ -36,6 +36,7 @@ class RerankSummary(JobSummary):
     actors: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
     throughput: list[list[float]] | None = None
+    time_split: dict[str, Any] | None = None  # start-up, engines busy / waiting, writing, committing
     report_path: str | None = None
 
     @property
@@ -65,6 +66,7 @@ class RerankSummary(JobSummary):
             f"{self.tokens_per_s:,.0f} tokens/s",
             f"commits        {self.commits}",
             render_actors(self.actors),
+            *render_time_split(self.time_split),
         ]
         lines += self.path_lines()
         return "\n".join(lines)
@@ -87,4 +89,5 @@ def summarize(plan: Any, run: Any, gpus: float) -> RerankSummary:
         rejected_by_reason=dict(c.reasons), tokens=c.tokens, seconds=run.seconds, commits=c.commits,
         run_id=plan.target.run_id, orphans_removed=run.orphans_removed,
         actors=actors_report(cfg.engine, gpus, run.actor_timeline), throughput=run.throughput,
+        time_split=run.time_split,
     )

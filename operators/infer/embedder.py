@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ from operators import faults
 from operators.contract import require_columns
 from operators.infer.batching import group_by_token_budget
 from operators.infer.engine import EngineSpec, apply_node_threads, make_engine
+from operators.infer.engine_clock import EngineClock
 from operators.infer.matryoshka import mrl_truncate
 from operators.infer.model_spec import END_TOKEN, ModelSpec
 from operators.infer.prompts import cut_and_end, cut_keep_last, format_input
@@ -51,6 +53,7 @@ class EmbedderSpec:
     dimensions: int  # the stored vectors' size: model.dimensions, or the model's own size
     batch_tokens: int
     document_column: str | None = None  # also embed this column as documents, see the module docstring
+    ledger: Any = None  # the run's TimeLedger actor (operators/infer/engine_clock.py); None: not timed
 
 
 def apply_input_rules(encoded: list[list[int]], texts: list[str], clipped: list[str], max_tokens: int,
@@ -127,9 +130,11 @@ class Embedder:
 
     def __init__(self, spec: EmbedderSpec):
         apply_node_threads()  # first: before anything loads torch
+        self.clock = EngineClock(spec.ledger)
         self.spec = spec
         self.tokenizer = Tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code)
-        self.engine = make_engine(spec.engine)
+        self.engine = self.clock.timed(make_engine(spec.engine))
+        self.clock.ready()
         self._staged_ok: bool | None = None  # unknown until the first batch that carries token_ids
 
     def _embed(self, prompts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:
@@ -212,6 +217,7 @@ class Embedder:
             n_tokens[rows] += np.asarray(doc_lengths, dtype=np.int32)
             out = out.set_column(out.schema.get_field_index("n_tokens"), "n_tokens", pa.array(n_tokens))
             out = out.append_column("document_score", pa.array(scores, mask=np.isnan(scores)))
+        self.clock.batch_done(len(rows))
         return out
 
     def _check_dimensions(self, produced: int) -> None:

@@ -15,6 +15,7 @@ Column contract:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 from operators.contract import require_columns
 from operators.infer.batching import group_by_token_budget
 from operators.infer.engine import EngineSpec, apply_node_threads, make_engine
+from operators.infer.engine_clock import EngineClock
 from operators.infer.prompts import RERANK_PREFIX, RERANK_SUFFIX, assemble_rerank_ids, rerank_pair_head
 
 REQUIRED = ("text", "doc_text", "action")
@@ -36,6 +38,7 @@ class RerankerSpec:
     instruction: str | None  # None: the model card's web-search instruction
     max_tokens: int
     batch_tokens: int = 16384
+    ledger: Any = None  # the run's TimeLedger actor (operators/infer/engine_clock.py); None: not timed
 
 
 class RerankTokenizer:
@@ -89,9 +92,11 @@ class Reranker:
 
     def __init__(self, spec: RerankerSpec):
         apply_node_threads()  # first: before anything loads torch
+        self.clock = EngineClock(spec.ledger)
         self.spec = spec
         self.tokenizer = RerankTokenizer(spec.engine.model_path, spec.max_tokens, spec.engine.trust_remote_code)
-        self.engine = make_engine(spec.engine)
+        self.engine = self.clock.timed(make_engine(spec.engine))
+        self.clock.ready()
 
     def score_pairs(self, queries: list[str], docs: list[str]) -> tuple[np.ndarray, list]:
         """P("yes") per pair (NaN where unscored) and the (ids, truncated, reason) encodings."""
@@ -132,4 +137,5 @@ class Reranker:
                  "truncated": pa.bool_(), "pair_reason": pa.string()}
         for name, typ in types.items():
             batch = batch.append_column(name, pa.array(cols[name], pa.list_(typ)))
+        self.clock.batch_done(len(owners))
         return batch.append_column("n_tokens", pa.array(n_tokens, pa.int64()))

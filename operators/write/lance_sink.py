@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,8 +114,9 @@ class LanceFragmentWriter:
         "fingerprint",
     )
 
-    def __init__(self, spec: SinkSpec):
+    def __init__(self, spec: SinkSpec, ledger: Any = None):
         self.spec = spec
+        self.ledger = ledger  # the run's TimeLedger (operators/infer/engine_clock.py): seconds spent writing
         prov = read_provenance(spec.schema) or {}
         self._constants = {
             "embed_model": prov.get("model"),
@@ -125,6 +127,13 @@ class LanceFragmentWriter:
         }
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.monotonic()
+        out = self._write(batch)
+        if self.ledger is not None:
+            self.ledger.write.remote(time.monotonic() - started)
+        return out
+
+    def _write(self, batch: pa.Table) -> pa.Table:
         write_fragments = fragment_writer()
         require_columns(batch, self.REQUIRED, "LanceFragmentWriter")
         opts = self.spec.storage_options or None
