@@ -62,13 +62,13 @@ def ray_cluster():
            "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     # 3 logical CPUs a node and 2 per engine actor: at most one engine per node, so a pool of two
-    # has to use both nodes.
+    # has to use both nodes. 2 logical GPUs a node: the simulated GPU fleet (test_a_simulated_gpu_fleet...).
     head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-            "--num-cpus=3", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            "--num-cpus=3", "--num-gpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats",
             f"--ray-client-server-port={free_port()}", *node_ports()]
     worker = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
-              "--num-cpus=3", "--num-gpus=0", '--resources={"second_node": 1}', *node_ports()]
+              "--num-cpus=3", "--num-gpus=2", '--resources={"second_node": 1}', *node_ports()]
     try:
         subprocess.run(head, env=env, check=True, capture_output=True, timeout=180)
         subprocess.run(worker, env=env, check=True, capture_output=True, timeout=180)
@@ -103,7 +103,7 @@ def test_submitted_demo_job_spreads_engines_over_both_nodes(tmp_path, ray_cluste
     rows = write_corpus(tmp_path / "demo", max_rows=600)
     overrides = [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}", "run.progress=false",
                  "engine.actors.min=2", "engine.actors.max=2", "engine.cpus_per_actor=2",
-                 "engine.threads_per_actor=1", "sink.commit_every_rows=200"]
+                 "engine.threads_per_actor=1", "engine.gpus_per_actor=0", "sink.commit_every_rows=200"]
     sets = [arg for item in overrides for arg in ("--set", item)]
     out = cli("submit", "--address", url, "--config", "configs/demo.yaml", *sets, "--wait", env=env)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
@@ -196,3 +196,67 @@ def test_manifests_run_the_cli_as_it_is():
     assert entrypoint("embed", []) in commands, "the launcher's comment shows the entrypoint submit sends"
     # What submit sends must parse as the CLI too.
     assert parser.parse_args(shlex.split(entrypoint("embed", ["model.dimensions=256"]))[3:]).command == "embed"
+
+
+def state_probe(url: str, env: dict, code: str) -> str:
+    """Run `code` against the cluster's state API in a fresh interpreter (this one may hold its own Ray)."""
+    out = subprocess.run([sys.executable, "-c", "from ray.util.state import list_actors, list_nodes\n" + code],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+@pytest.mark.cluster
+@pytest.mark.fleet
+def test_a_simulated_gpu_fleet_grows_to_one_engine_per_gpu_and_survives_a_killed_engine(tmp_path, ray_cluster):
+    """Two nodes with 2 logical GPUs each: simulated engines (1 GPU each) grow to 4 over both nodes; one
+    is SIGKILLed mid-run; the table still ends with every row exactly once."""
+    import json
+
+    from jobs.demo_corpus.job import write_corpus
+
+    url, env = ray_cluster
+    rows = write_corpus(tmp_path / "demo", max_rows=1600)
+    overrides = [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}", "run.progress=false",
+                 "engine.backend=simulated", "engine.simulated.tokens_per_second=1500",
+                 "engine.simulated.startup_seconds=1", "engine.gpus_per_actor=1", "engine.cpus_per_actor=0.5",
+                 "engine.actors.min=1", "engine.actors.max=4", "engine.batch_tokens=2048",
+                 "sink.commit_every_rows=200"]
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    out = cli("submit", "--address", url, "--config", "configs/demo.yaml", *sets, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    job_id = out.stdout.split("submitted", 1)[1].split()[0]
+
+    engines = """
+alive = [a for a in list_actors(address="{url}", detail=True, limit=1000)
+         if "Embedder" in (a.class_name or "") and a.state == "ALIVE"]
+print(json.dumps([[a.node_id, a.pid] for a in alive]))
+""".replace("{url}", url)
+    peak: list = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(peak) < 4:
+        peak = max(peak, json.loads(state_probe(url, env, "import json\n" + engines) or "[]"), key=len)
+        time.sleep(1)
+    assert len(peak) == 4, f"the pool grew to {len(peak)} engines of 4 logical GPUs"
+    assert len({node for node, _ in peak}) == 2  # one engine per GPU, on both nodes
+    os.kill(peak[-1][1], 9)  # an engine dies mid-run: Ray Data restarts it and retries its batch
+
+    deadline = time.monotonic() + 400
+    while True:
+        status = cli("status", job_id, "--address", url, env=env).stdout
+        if "SUCCEEDED" in status or "FAILED" in status or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    logs = cli("logs", job_id, "--address", url, env=env).stdout
+    assert "SUCCEEDED" in status, logs[-4000:]
+    table = read_table(str(tmp_path / "db"), "stdlib_docs")
+    rejected = read_table(str(tmp_path / "db"), "stdlib_docs_rejected")
+    ids = table["id"].to_pylist() + rejected["id"].to_pylist()
+    assert len(ids) == len(set(ids)) == rows  # exactly once
+    summary = json.loads((tmp_path / "db" / "_runs" / f"stdlib_docs-{job_id}.json").read_text())
+    assert summary["engine_dtype"] == "simulated"
+    split = summary["time_split"]
+    assert len(split["engines"]) >= 4 and sum(e["rows"] for e in split["engines"].values()) >= table.num_rows
+    # fed: the four engines took batches (the killed one may have died before its first)
+    assert sum(1 for e in split["engines"].values() if e["batches"]) >= 3
+    assert "engines busy" in logs

@@ -64,7 +64,7 @@ def render_time_split(split: dict[str, Any] | None) -> list[str]:
                "engines waited for input: the CPUs around them (read, validate, tokenise, write) are the limit"
                if share < 0.7 else "engines mostly busy")
     return [
-        f"time split     first engine up at {split['first_engine_up_s']:.1f} s "
+        f"time split     first engine up at {split['first_engine_up_s']:.1f} s of {split['wall_s']:.1f} s "
         f"(start-up {split['engine_startup_s']:.1f} s)  engines busy {split['engines_busy_s']:.1f} s, "
         f"waiting for input {split['engines_waiting_s']:.1f} s  "
         f"writing {split['write_s']:.1f} s (tasks)  committing {split['commit_s']:.1f} s (driver)",

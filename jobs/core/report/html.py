@@ -70,6 +70,24 @@ def _run_charts(d: dict[str, Any], unit: str) -> str:
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
+def _time_split(d: dict[str, Any]) -> str:
+    """Where the time went (operators/infer/engine_clock.py): the split, and each engine's busy share."""
+    split = d.get("time_split") or {}
+    engines = split.get("engines") or {}
+    if not engines:
+        return ""
+    chart = bar_chart([("until the first engine was up", float(split["first_engine_up_s"])),
+                       ("engines busy (all engines)", float(split["engines_busy_s"])),
+                       ("engines waiting for input", float(split["engines_waiting_s"])),
+                       ("writing (tasks)", float(split["write_s"])), ("committing (driver)", float(split["commit_s"]))],
+                      f"Where the time went ({split['wall_s']:.1f} s wall)", "seconds")
+    rows = [[key, e["up_at_s"], e["startup_s"], e["batches"], e["rows"], e["busy_s"], e["waiting_s"],
+             f"{e['busy_share']:.0%}"] for key, e in engines.items()]
+    return ('<div class="charts">' + chart + "</div>"
+            + _table(["engine (host:pid)", "up at s", "start-up s", "batches", "rows", "busy s", "waiting s",
+                      "busy share"], rows))
+
+
 def _embed_section(d: dict[str, Any]) -> str:
     written = d.get("rows_written", 0)
     cards = _cards([("rows written", written), ("rows rejected", d.get("rows_rejected", 0)),
@@ -78,7 +96,7 @@ def _embed_section(d: dict[str, Any]) -> str:
                     ("commits", d.get("commits", 0)), ("table version", d.get("table_version"))])
     parts = [f'<div class="sub">table <b>{escape(str(d.get("table")))}</b> · {escape(str(d.get("table_uri")))} · '
              f'model {escape(str(d.get("model")))} · {d.get("dimensions")} dims · mode {escape(str(d.get("mode")))}'
-             f' · dtype {escape(str(d.get("engine_dtype")))}</div>', cards, _run_charts(d, "row"),
+             f' · dtype {escape(str(d.get("engine_dtype")))}</div>', cards, _run_charts(d, "row"), _time_split(d),
              _table(["rows", "count"], [["read", d.get("rows_read", 0)], ["new", d.get("rows_new", 0)],
                                         ["changed (re-embedded)", d.get("rows_changed", 0)],
                                         ["columns updated (vector kept)", d.get("rows_columns_updated", 0)],
@@ -101,7 +119,7 @@ def _rerank_section(d: dict[str, Any]) -> str:
                     ("seconds", d.get("seconds", 0.0)), ("table version", d.get("table_version"))])
     return (f'<div class="sub">table <b>{escape(str(d.get("table")))}</b> · {escape(str(d.get("table_uri")))} · '
             f'model {escape(str(d.get("model")))} · input {escape(str(d.get("input")))}</div>'
-            + cards + _run_charts(d, "source row"))
+            + cards + _run_charts(d, "source row") + _time_split(d))
 
 
 def _eval_section(d: dict[str, Any]) -> str:
