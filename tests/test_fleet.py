@@ -68,3 +68,36 @@ def test_a_simulated_engine_runs_the_real_job_and_its_vectors_resume_and_sync_as
     run_job({**real, "sink": {**real["sink"], "table": "real", "mode": "create"}})
     with pytest.raises(ConfigError, match=r"^engine\.backend: the existing table real holds vectors of a real model"):
         run_job({**cfg, "sink": {**cfg["sink"], "table": "real", "mode": "append"}})
+
+
+def test_partitioned_registry_and_index_answer_as_one_actor_would(tmp_path, ray_session):
+    """100M-row runs split the id registry by hash and the table index by fragment; the answers must not change."""
+    import lance
+
+    from operators.prepare.fingerprints import hash_strings
+    from operators.prepare.id_registry import IdRegistry, RegistryClient
+    from operators.prepare.table_index import IndexClient, TableIndex
+
+    remote = ray_session.remote(num_cpus=0)
+    registry = RegistryClient([remote(IdRegistry).remote() for _ in range(3)])
+    ids = hash_strings(pa.array([f"doc-{i}" for i in range(3000)]))
+    assert registry.claim(ids, np.arange(3000, dtype=np.uint64)).all()
+    again = registry.claim(ids[:4], np.array([0, 1, 7, 7], dtype=np.uint64))
+    assert again.tolist() == [True, True, False, False] and registry.size() == 3000
+    assert registry.seen(np.concatenate([ids[:2], hash_strings(pa.array(["other"]))])).tolist() == [True, True, False]
+    sizes = [ray_session.get(h.size.remote()) for h in registry.handles]
+    assert sum(sizes) == 3000 and min(sizes) > 800  # every partition holds its share
+
+    uri = str(tmp_path / "t.lance")
+    for i in range(5):  # five fragments
+        rows = range(i * 100, (i + 1) * 100)
+        lance.write_dataset(pa.table({"id": [f"doc-{r}" for r in rows], "fingerprint": [f"fp-{r}" for r in rows],
+                                      "n": list(rows)}), uri, mode="append" if i else "create")
+    whole = IndexClient([remote(TableIndex).remote(uri, None, 10, "id", "fingerprint", ("n",))])
+    split = IndexClient([remote(TableIndex).remote(uri, None, 10, "id", "fingerprint", ("n",), p, 2) for p in (0, 1)])
+    assert split.size() == whole.size() == 500
+    assert [ray_session.get(h.size.remote()) for h in split.handles] == [300, 200]
+    asked = hash_strings(pa.array(["doc-0", "doc-499", "doc-250", "nope"]))
+    for a, b in zip(whole.lookup(asked), split.lookup(asked), strict=True):
+        assert np.array_equal(a, b)
+    assert whole.lookup(asked)[0].tolist() == [True, True, True, False]

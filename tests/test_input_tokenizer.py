@@ -13,6 +13,7 @@ import pytest
 
 from operators.infer.embedder import Embedder, EmbedderSpec, Tokenizer
 from operators.infer.engine import EngineSpec
+from operators.infer.engine_clock import EngineClock
 from operators.infer.model_spec import ModelSpec, load_model_spec
 from operators.prepare.input_tokenizer import FastTokenizer, InputTokenizer, token_ids_column
 
@@ -101,6 +102,7 @@ class _NoEngineEmbedder(Embedder):
         self._staged_ok = None
         self.seen: list[list[int]] = []
         self.engine = self
+        self.clock = EngineClock(None)  # timed, told to no ledger
 
     def embed(self, token_ids):
         import numpy as np

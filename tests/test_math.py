@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from operators.infer.batching import group_by_token_budget
 from operators.infer.matryoshka import l2_normalize, mrl_truncate
 from operators.infer.prompts import cut_and_end, cut_keep_last, format_input, format_query
-from operators.prepare.fingerprints import fingerprint, id_hash64, text_hash
+from operators.prepare.fingerprints import fingerprint, hash_rows, hash_strings, hash_values, text_hash
 
 END = 0
 
@@ -83,6 +84,36 @@ def test_mrl_refuses_more_dimensions_than_the_vector_has():
         mrl_truncate(np.ones((1, 4)), 8)
 
 
+def test_vectorised_hashes_match_across_chunking_types_and_lengths():
+    values = ["doc-1", "doc-1", "", None, "é" * 40, "x" * 300, "x" * 300 + "y", "a\x00", "a"]
+    h = hash_strings(pa.array(values))
+    assert h[0] == h[1] and h[2] == h[3]  # null hashes as ""
+    assert hash_strings(pa.array(["doc-1"]))[0] == h[0]  # whatever else the batch holds
+    assert len(set(h.tolist())) == len(values) - 2  # everything else differs: zero bytes, long strings too
+    # the same values from a slice, another chunking or large_string hash the same
+    assert hash_strings(pa.array(values).slice(4)).tolist() == h[4:].tolist()
+    assert hash_strings(pa.chunked_array([values[:3], values[3:]], pa.large_string())).tolist() == h.tolist()
+    # ... and in a fresh process (resume, sync and the registry's partitions rely on it)
+    import subprocess
+    import sys
+
+    code = ("import pyarrow as pa; from operators.prepare.fingerprints import hash_strings; "
+            "print(hash_strings(pa.array(['doc-1', 'x' * 300])).tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str([int(h[0]), int(h[5])])
+    unique = hash_strings(pa.array([f"doc-{i:09d}" for i in range(200_000)]))
+    assert len(np.unique(unique)) == 200_000
+    # copied columns: by value, whatever the width of the type; nulls apart from zeros
+    assert hash_values(pa.array([5, None, 0], pa.int32())).tolist() == hash_values(pa.array([5, None, 0])).tolist()
+    assert len(set(hash_values(pa.array([5, None, 0])).tolist())) == 3
+    assert hash_values(pa.array([1.5], pa.float32()))[0] == hash_values(pa.array([1.5]))[0]
+    assert hash_values(pa.array([["a"], ["b"]]))[0] != hash_values(pa.array([["a"], ["b"]]))[1]  # by repr
+    t = pa.table({"a": [1, 1, 2], "b": ["x", "y", "x"]})
+    rows = hash_rows(t, ("a", "b"))
+    assert len(set(rows.tolist())) == 3 and hash_rows(t, ("b", "a"))[0] != rows[0]
+    assert hash_rows(t, ()).tolist() == [0, 0, 0]
+
+
 def test_mrl_is_truncate_then_normalise_not_the_reverse():
     v = l2_normalize(np.array([[3.0, 4.0, 12.0]]))
     np.testing.assert_allclose(mrl_truncate(v, 2), [[0.6, 0.8]], rtol=1e-6)
@@ -90,7 +121,8 @@ def test_mrl_is_truncate_then_normalise_not_the_reverse():
 
 def test_hashes_are_stable_and_sensitive():
     assert text_hash("abc") == text_hash("abc") != text_hash("abd")
-    assert id_hash64("x") == id_hash64("x") != id_hash64("y")
+    h = hash_strings(pa.array(["x", "x", "y"]))
+    assert h[0] == h[1] != h[2]
     base = fingerprint(text_hash("t"), "m", "", "document", 64, 512)
     assert base == fingerprint(text_hash("t"), "m", "", "document", 64, 512)
     for changed in [

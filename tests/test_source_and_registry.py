@@ -133,15 +133,28 @@ def test_registry_rejects_second_claims_but_not_retries_of_the_same_row():
     assert reg.claim(np.array([5, 5], dtype=np.uint64), np.array([1, 2], dtype=np.uint64)).tolist() == [True, False]
 
 
-def test_registry_keeps_answers_after_merging(monkeypatch):
-    import operators.prepare.id_registry as mod
-
-    monkeypatch.setattr(mod, "_MERGE_AT", 4)
+def test_registry_merges_runs_log_structured_and_keeps_every_answer():
     reg = IdRegistry()
-    reg.claim(np.arange(10, dtype=np.uint64), np.arange(10, dtype=np.uint64))
-    assert reg.size() == 10
-    again = reg.claim(np.array([3, 4, 50], dtype=np.uint64), np.array([3, 99, 50], dtype=np.uint64))
-    assert again.tolist() == [True, False, True]
+    rng = np.random.default_rng(0)
+    keys = rng.permutation(np.arange(1, 5001, dtype=np.uint64))
+    for chunk in np.array_split(keys, 50):  # 50 claims of 100 new ids each
+        assert reg.claim(chunk, chunk * 7).all()
+    assert reg.size() == 5000 and len(reg._runs) <= 2 * int(np.log2(50)) + 1  # O(log n) sorted runs
+    again = reg.claim(np.array([3, 4, 9999], dtype=np.uint64), np.array([21, 99, 1], dtype=np.uint64))
+    assert again.tolist() == [True, False, True]  # same row / another row / a new id
+    assert reg.seen(np.array([3, 9999, 10_000], dtype=np.uint64)).tolist() == [True, True, False]
+
+
+def test_registry_partitions_split_the_hash_space_evenly():
+    from operators.prepare.id_registry import partition_of, partitions_for
+
+    assert partitions_for(0, 25) == 1 and partitions_for(100, 25) == 4 and partitions_for(101, 25) == 5
+    hashes = np.random.default_rng(1).integers(0, 2**64 - 1, 40_000, dtype=np.uint64)
+    parts = partition_of(hashes, 4)
+    assert set(parts.tolist()) == {0, 1, 2, 3}
+    assert np.bincount(parts).min() > 9_000  # ~10,000 each
+    assert (partition_of(hashes, 1) == 0).all()
+    assert (partition_of(np.array([0, 2**64 - 1], dtype=np.uint64), 3) == [0, 2]).all()
 
 
 def test_mark_blank_keeps_the_first_reason_and_names_null_and_blank_text():

@@ -7,11 +7,11 @@ inside each commit, and removal of files no commit references, all while the lea
 A job reads top to bottom:
 
     with CommittedRun(plan.target, cfg.sink, lock, total_rows=...) as run:  # lease confirmed, registry up
-        index = run.actor(TableIndex, ...)                  # helpers live as long as the run
-        run.consume(build_pipeline(plan, run.registry, index))   # commits as fragments arrive
+        index = run.table_index(...)                        # helpers live as long as the run
+        run.consume(build_pipeline(plan, run.registry, index, run.ledger))   # commits as fragments arrive
         run.finish(deletes)                                 # last commit, orphans removed
         upkeep(...)                                         # still under the lease
-    summary from run.committer, run.seconds, run.actor_timeline, run.throughput
+    summary from run.committer, run.seconds, run.actor_timeline, run.throughput, run.time_split
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from jobs.core.report.actor_timeline import ActorTimeline
 from jobs.core.report.throughput_timeline import ThroughputTimeline
 from jobs.core.table_target import TableTarget
 from operators.infer.engine_clock import TimeLedger
-from operators.prepare.id_registry import IdRegistry
-from operators.prepare.table_index import scan_ids
+from operators.prepare.id_registry import REGISTRY_ROWS_PER_ACTOR, IdRegistry, RegistryClient, partitions_for
+from operators.prepare.table_index import INDEX_ROWS_PER_ACTOR, IndexClient, TableIndex, scan_ids
 from operators.storage import fsspec_options
 from operators.write import progress as prog
 from operators.write.lance_committer import LanceCommitter
-from operators.write.run_ledger import remove_orphans
+from operators.write.run_ledger import open_dataset, remove_orphans
 from operators.write.table_lock import TableLock
 
 log = logging.getLogger("batch_embed")
@@ -91,7 +91,8 @@ class CommittedRun:
         try:
             if t.resuming:
                 log.info("resuming run %s: %d source rows already committed", t.run_id, prog.total_rows(t.done))
-            self.registry = self.actor(IdRegistry)
+            parts = partitions_for(self.total_rows, REGISTRY_ROWS_PER_ACTOR)
+            self.registry = RegistryClient([self.actor(IdRegistry) for _ in range(parts)])
             self.ledger = self.actor(TimeLedger)
             if t.resuming:
                 self._seed_registry()
@@ -119,6 +120,15 @@ class CommittedRun:
             log.warning("engine timings unavailable: %s", err)
             return None
         return {**split, "commit_s": round(self._commit_s, 3), "wall_s": round(time.monotonic() - self._t0, 3)}
+
+    def table_index(self, fingerprint_column: str | None, columns: tuple[str, ...] = ()) -> IndexClient:
+        """The table's rows before this run (TableIndex), split over actors by fragment for a large table."""
+        t = self.target
+        ds = open_dataset(t.sink.main_uri, t.sink.storage_options)
+        parts = partitions_for(ds.count_rows() if ds is not None else 0, INDEX_ROWS_PER_ACTOR)
+        return IndexClient([self.actor(TableIndex, t.sink.main_uri, t.sink.storage_options, t.fragment_floor,
+                                       self.id_column, fingerprint_column, columns, part, parts)
+                            for part in range(parts)])
 
     def actor(self, cls: type, *args: Any) -> Any:
         """A helper actor (id registry, table index) that lives as long as the run."""
@@ -202,12 +212,10 @@ class CommittedRun:
 
     def _seed_registry(self) -> None:
         """Claim the ids this run already committed, so a resumed run still rejects their duplicates."""
-        import ray
-
         # Only the fragments this run wrote (id above its floor): the cost grows with
         # the interrupted run's rows, not with the table.
         sink = self.target.sink
         for _, hashes in scan_ids(sink.main_uri, sink.storage_options, above=self.target.fragment_floor,
                                   id_column=self.id_column):
             hashes = np.unique(hashes)  # a query's id is on each of its pairs
-            ray.get(self.registry.claim.remote(hashes, np.full(len(hashes), COMMITTED_OWNER, dtype=np.uint64)))
+            self.registry.claim(hashes, np.full(len(hashes), COMMITTED_OWNER, dtype=np.uint64))

@@ -21,7 +21,7 @@ from jobs.embed.summary import RunSummary, summarize
 from operators.infer.embedder import Embedder
 from operators.prepare.input_tokenizer import InputTokenizer
 from operators.prepare.row_validator import DIFF, REJECT, RowValidator
-from operators.prepare.table_index import TableIndex, missing_ids
+from operators.prepare.table_index import missing_ids
 from operators.read.parquet_source import ParquetShardSource
 from operators.storage import fsspec_options
 from operators.write.lance_sink import LanceFragmentWriter
@@ -68,13 +68,10 @@ def deletes_skipped(plan: EmbedPlan) -> str | None:
 
 def final_deletes(plan: EmbedPlan, registry: Any) -> dict[int, list[str]] | None:
     """sync.delete_missing: the table's rows whose id no source row claimed this run, by fragment."""
-    import ray
-
     if not plan.config.sync.delete_missing or deletes_skipped(plan):
         return None
     sink = plan.target.sink
-    return missing_ids(sink.main_uri, sink.storage_options, plan.target.fragment_floor,
-                       lambda hashes: ray.get(registry.seen.remote(hashes)))
+    return missing_ids(sink.main_uri, sink.storage_options, plan.target.fragment_floor, registry.seen)
 
 
 def upkeep(plan: EmbedPlan) -> Any:
@@ -112,11 +109,10 @@ def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
         index = None
         mode = cfg.sink.mode.value
         if mode in ("sync", "append") and target.main_version is not None:
-            # Built on the actor itself: the driver never holds the table's ids. Append asks only
+            # Built on the actors themselves: the driver never holds the table's ids. Append asks only
             # whether an id is taken; sync compares fingerprints and the copied columns.
             sync = mode == "sync"
-            index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor,
-                              "id", "fingerprint" if sync else None, plan.compared_columns if sync else ())
+            index = run.table_index("fingerprint" if sync else None, plan.compared_columns if sync else ())
         run.consume(build_pipeline(plan, gpus, run.registry, index, dtype, run.ledger))
         run.finish(final_deletes(plan, run.registry))
         upkeep_report = upkeep(plan)  # still under the lease

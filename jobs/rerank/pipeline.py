@@ -21,7 +21,6 @@ from jobs.rerank.summary import RerankSummary, summarize
 from operators.infer.embedder import Embedder
 from operators.infer.reranker import Reranker
 from operators.prepare.row_validator import SKIP, RowValidator
-from operators.prepare.table_index import TableIndex
 from operators.read.pairs_source import PairsSource
 from operators.read.parquet_source import ParquetShardSource
 from operators.retrieve.top_k import retrieve_top_k
@@ -79,8 +78,7 @@ def run_pipeline(plan: RerankPlan, lock: TableLock) -> RerankSummary:
         index = None
         if cfg.sink.mode.value == "append" and target.main_version is not None:
             # Queries the table already holds (before this run) are skipped.
-            index = run.actor(TableIndex, target.sink.main_uri, target.sink.storage_options, target.fragment_floor,
-                              "query_id", None)
+            index = run.table_index(None)
         run.consume(build_pipeline(plan, gpus, run.registry, index, run.ledger))
         run.finish()
     summary = summarize(plan, run, gpus)

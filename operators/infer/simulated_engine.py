@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from operators.prepare.fingerprints import splitmix64
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -39,20 +41,12 @@ def ids_seed(ids: Sequence[int]) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic, vectorised)."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
 def simulated_vectors(token_ids: Sequence[Sequence[int]], width: int) -> np.ndarray:
     """(n, width) float32 unit vectors, each a pure function of its row's token ids."""
     seeds = np.fromiter((ids_seed(ids) for ids in token_ids), dtype=np.uint64, count=len(token_ids))
     with np.errstate(over="ignore"):
         counters = seeds[:, None] + _GOLDEN * np.arange(1, width + 1, dtype=np.uint64)[None, :]
-    bits = _splitmix64(counters) >> np.uint64(11)  # 53 random bits per element
+    bits = splitmix64(counters) >> np.uint64(11)  # 53 random bits per element
     vectors = (bits.astype(np.float64) * (2.0 / (1 << 53)) - 1.0).astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, np.float32(1e-12))
@@ -98,6 +92,6 @@ class SimulatedEngine:
         if not token_ids:
             return np.zeros(0, dtype=np.float32)
         seeds = np.fromiter((ids_seed(ids) for ids in token_ids), dtype=np.uint64, count=len(token_ids))
-        out = ((_splitmix64(seeds) >> np.uint64(11)).astype(np.float64) / (1 << 53)).astype(np.float32)
+        out = ((splitmix64(seeds) >> np.uint64(11)).astype(np.float64) / (1 << 53)).astype(np.float32)
         self._pace(started, token_ids)
         return out

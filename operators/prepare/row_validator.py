@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.contract import require_columns
-from operators.prepare.fingerprints import Provenance, id_hash64, text_hash
-from operators.prepare.table_index import classify, columns_hash
+from operators.prepare.fingerprints import Provenance, hash_rows, hash_strings, text_hash
+from operators.prepare.table_index import classify
 
 REQUIRED = ("id", "text", "source_shard", "source_row", "reject_reason")
 
@@ -50,9 +50,10 @@ REJECT = "reject"  # append: the id is rejected as `id_exists`, never added twic
 class RowValidator:
     """Cheap and stateless apart from actor handles; runs as plain Ray tasks.
 
-    `index` (a TableIndex actor) is given when the run writes into an existing table
-    (sync, append, rerank); without it every valid row is `new`. `existing`: DIFF, SKIP
-    or REJECT. `columns`: the copied source columns DIFF compares (the index hashes the same).
+    `registry`: the run's RegistryClient (operators/prepare/id_registry.py); `index` (an IndexClient)
+    is given when the run writes into an existing table (sync, append, rerank); without it every valid
+    row is `new`. `existing`: DIFF, SKIP or REJECT. `columns`: the copied source columns DIFF compares
+    (the index hashes the same).
     """
 
     def __init__(self, registry: Any, shard_index: dict[str, int], provenance: Provenance, index: Any = None,
@@ -75,16 +76,13 @@ class RowValidator:
         candidates = np.flatnonzero(pc.is_null(reason).to_numpy(zero_copy_only=False))
         hashes = np.empty(0, dtype=np.uint64)
         if len(candidates):
-            cand_ids = ids.take(candidates).to_pylist()
-            shards = batch.column("source_shard").take(candidates).to_pylist()
-            rows = batch.column("source_row").take(candidates).to_numpy()
-            hashes = np.fromiter((id_hash64(i) for i in cand_ids), dtype=np.uint64, count=len(cand_ids))
-            owners = (np.array([self._shard_index[s] for s in shards], dtype=np.uint64) << _ROW_BITS) | rows.astype(
-                np.uint64
-            )
-            import ray
-
-            owned = ray.get(self._registry.claim.remote(hashes, owners))
+            taken = pa.array(candidates)
+            shards = batch.column("source_shard").take(taken).dictionary_encode().combine_chunks()
+            shard_ids = np.array([self._shard_index[s] for s in shards.dictionary.to_pylist()], dtype=np.uint64)
+            rows = batch.column("source_row").take(taken).to_numpy()
+            hashes = hash_strings(ids.take(taken))
+            owners = (shard_ids[shards.indices.to_numpy()] << np.uint64(_ROW_BITS)) | rows.astype(np.uint64)
+            owned = self._registry.claim(hashes, owners)
             dup = np.zeros(batch.num_rows, dtype=bool)
             dup[candidates[~owned]] = True
             reason = pc.if_else(pa.array(dup), pa.scalar("duplicate_id"), reason)
@@ -92,9 +90,7 @@ class RowValidator:
 
         lookup = None
         if self._index is not None and len(candidates):
-            import ray
-
-            lookup = ray.get(self._index.lookup.remote(hashes))
+            lookup = self._index.lookup(hashes)
             if self._existing == REJECT:
                 found = lookup[0]
                 exists = np.zeros(batch.num_rows, dtype=bool)
@@ -116,9 +112,9 @@ class RowValidator:
             if self._existing == SKIP:
                 actions = ["unchanged" if f else "new" for f in found.tolist()]
             else:
-                new_prints = np.fromiter((id_hash64(p) for p in prints), dtype=np.uint64, count=len(prints))
-                new_cols = (columns_hash(batch.select(list(self._columns)).take(rows), self._columns)
-                            if self._columns else np.zeros(len(rows), np.uint64))
+                new_prints = hash_strings(pa.array(prints, pa.string()))
+                new_cols = (hash_rows(batch.select(list(self._columns)).take(pa.array(rows)), self._columns)
+                            if self._columns else np.zeros(len(rows), np.uint64))  # select([]) has no rows
                 actions = classify(found, old_prints, new_prints, old_cols, new_cols)
         acts = np.array(actions, dtype=object)
         replaced = (acts == "changed") | (acts == "columns")

@@ -1,10 +1,11 @@
 """What an existing table holds, for incremental (`sink.mode: sync`) runs: id -> fingerprint, columns, row.
 
-A Ray actor built once per run by scanning the table's `id` and `fingerprint`
-columns (the fragments that existed before the run): 32 bytes a row in sorted
-numpy arrays (100M rows: 3.2 GB in this one actor, never in each worker).
-Workers ask it, a batch at a time, whether a row is new, changed, columns-only
-changed or unchanged, and where the table holds the old row.
+Ray actors built once per run by scanning the table's `id` and `fingerprint` columns (the
+fragments that existed before the run), hashed with vectorised NumPy: 32 bytes a row in sorted
+arrays, never in each worker. A table above INDEX_ROWS_PER_ACTOR rows is split over several
+actors by fragment (`IndexClient`): each scans and holds its share (in parallel), and a lookup
+asks all of them at once. Workers ask, a batch at a time, whether a row is new, changed,
+columns-only changed or unchanged, and where the table holds the old row.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from operators.prepare.fingerprints import id_hash64
+from operators.prepare.fingerprints import hash_rows, hash_strings
+
+INDEX_ROWS_PER_ACTOR = 25_000_000  # 800 MB an actor
 
 
 def scan_ids(uri: str, storage_options: dict[str, str] | None, *, above: int | None = None,
-             up_to: int | None = None, columns: tuple[str, ...] = (),
-             id_column: str = "id") -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """(batch, id hashes) over the fragments with id > `above` / <= `up_to`; batches carry `_rowaddr`.
+             up_to: int | None = None, columns: tuple[str, ...] = (), id_column: str = "id",
+             part: int = 0, parts: int = 1) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """(batch, id hashes) over the fragments with id > `above` / <= `up_to` (every `parts`-th of them from
+    `part`); batches carry `_rowaddr`.
 
     Only `id_column` (plus `columns`) is read, through the scanner: `ds.to_batches(fragments=...)`
     silently reads every fragment in pylance 14.
@@ -33,21 +37,12 @@ def scan_ids(uri: str, storage_options: dict[str, str] | None, *, above: int | N
         return
     fragments = [f for f in ds.get_fragments()
                  if (above is None or f.fragment_id > above) and (up_to is None or f.fragment_id <= up_to)]
+    fragments = fragments[part::parts]
     if not fragments:
         return
     scan = ds.scanner(columns=[id_column, *columns], fragments=fragments, with_row_address=True, batch_size=65536)
     for batch in scan.to_batches():
-        ids = batch.column(id_column).to_pylist()
-        yield batch, np.fromiter((id_hash64(i) for i in ids), dtype=np.uint64, count=len(ids))
-
-
-def columns_hash(table: pa.Table, columns: tuple[str, ...]) -> np.ndarray:
-    """One 64-bit hash per row of the copied source `columns` (zeros when there are none): sync compares
-    the table's with the source's to find rows whose text is the same but whose copied columns changed."""
-    if not columns:
-        return np.zeros(table.num_rows, np.uint64)
-    rows = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
-    return np.fromiter((id_hash64(repr(r)) for r in rows), dtype=np.uint64, count=table.num_rows)
+        yield batch, hash_strings(batch.column(id_column))
 
 
 class TableIndex:
@@ -59,14 +54,15 @@ class TableIndex:
 
     def __init__(self, uri: str, storage_options: dict[str, str] | None, fragment_floor: int,
                  id_column: str = "id", fingerprint_column: str | None = "fingerprint",
-                 columns: tuple[str, ...] = ()):
+                 columns: tuple[str, ...] = (), part: int = 0, parts: int = 1):
         keys, prints, cols, addrs = [], [], [], []
         extra = ((fingerprint_column,) if fingerprint_column else ()) + tuple(columns)
-        for batch, hashes in scan_ids(uri, storage_options, up_to=fragment_floor, columns=extra, id_column=id_column):
+        for batch, hashes in scan_ids(uri, storage_options, up_to=fragment_floor, columns=extra, id_column=id_column,
+                                      part=part, parts=parts):
             keys.append(hashes)
-            fps = batch.column(fingerprint_column).to_pylist() if fingerprint_column else [""] * len(hashes)
-            prints.append(np.fromiter((id_hash64(f or "") for f in fps), dtype=np.uint64, count=len(fps)))
-            cols.append(columns_hash(pa.Table.from_batches([batch]), tuple(columns)))
+            prints.append(hash_strings(batch.column(fingerprint_column)) if fingerprint_column
+                          else np.zeros(len(hashes), np.uint64))
+            cols.append(hash_rows(pa.Table.from_batches([batch]), tuple(columns)))
             addrs.append(batch.column("_rowaddr").to_numpy().astype(np.uint64))
         key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         order = np.argsort(key, kind="stable")
@@ -90,6 +86,28 @@ class TableIndex:
         found = self._keys[pos] == h
         return (found, np.where(found, self._prints[pos], 0), np.where(found, self._cols[pos], 0),
                 np.where(found, self._addrs[pos], 0))
+
+
+class IndexClient:
+    """The table's index as validators see it: one or more TableIndex actors (a share of the fragments each),
+    asked at once; an id is in at most one share. Picklable (actor handles)."""
+
+    def __init__(self, handles: list[Any]):
+        self.handles = handles
+
+    def lookup(self, id_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        import ray
+
+        answers = ray.get([h.lookup.remote(id_hashes) for h in self.handles])
+        found, prints, cols, addrs = (np.array(x) for x in answers[0])
+        for f, p, c, a in answers[1:]:
+            found, prints, cols, addrs = found | f, np.where(f, p, prints), np.where(f, c, cols), np.where(f, a, addrs)
+        return found, prints, cols, addrs
+
+    def size(self) -> int:
+        import ray
+
+        return sum(ray.get([h.size.remote() for h in self.handles]))
 
 
 def classify(found: np.ndarray, old_prints: np.ndarray, new_prints: np.ndarray,
