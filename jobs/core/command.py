@@ -42,10 +42,11 @@ def main_for(prog: str, doc: str | None, add: Callable[[argparse.ArgumentParser]
     return run_from_args(parser.parse_args(argv))
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Join the configured / RAY_ADDRESS cluster, or start a local Ray bound to 127.0.0.1.
 
-    `num_cpus`: logical CPUs of the local Ray (default: the machine's cores).
+    `num_cpus`: logical CPUs of the local Ray (default: the machine's cores); `num_gpus`: logical GPUs
+    (simulated engines: `engine.backend: simulated`).
     """
     import ray
 
@@ -56,7 +57,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     from cluster.local_ray import start_local_ray
 
-    start_local_ray(num_cpus=num_cpus, log_to_driver=True)
+    start_local_ray(num_cpus=num_cpus, log_to_driver=True, **({"num_gpus": num_gpus} if num_gpus else {}))
 
 
 def run_command(args: argparse.Namespace, schema: type, run_job: Callable[[Any], Any]) -> int:

@@ -19,7 +19,7 @@ from operators.infer.engine import RERANKER_OVERRIDES, EngineSpec
 from operators.infer.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
 from operators.infer.prompts import DEFAULT_QUERY_INSTRUCTION
 from operators.infer.reranker import RerankerSpec
-from operators.retrieve.top_k import RetrievalSpec
+from operators.retrieve.top_k import RetrievalSpec, has_vector_index
 from operators.storage import lance_storage_options
 from operators.write.lance_sink import read_provenance
 from operators.write.run_ledger import open_dataset
@@ -61,11 +61,12 @@ class VectorTable:
 
 def open_vector_table(table: str, db_uri: str, text_column: str | None, query_instruction: str | None,
                       storage_options: dict[str, Any], top_k: int, dtype: str,
-                      section: str = "candidates") -> VectorTable:
+                      section: str = "candidates", search: str = "exact") -> VectorTable:
     """The table, and how queries must be embedded to search it (its own recorded provenance).
 
     `text_column`: None when the documents' text is not needed; `section`: the config section
-    errors name (`<section>.table`, `<section>.text_column`)."""
+    errors name (`<section>.table`, `<section>.text_column`); `search`: `<section>.search`, auto / exact /
+    index (auto: the table's vector index where it has one, operators/retrieve/top_k.py)."""
     uri = table_uri(db_uri, table)
     options = lance_storage_options(storage_options)
     ds = open_dataset(uri, options)
@@ -91,8 +92,12 @@ def open_vector_table(table: str, db_uri: str, text_column: str | None, query_in
         instruction = DEFAULT_QUERY_INSTRUCTION if model.appends_end_token else ""
     emb = QueryEmbedding(model=model, instruction=instruction, dimensions=int(prov["dimensions"]),
                          max_tokens=int(prov["max_tokens"]), dtype=dtype)
+    indexed = has_vector_index(ds)
+    if search == "index" and not indexed:
+        raise ConfigError(f"{section}.search: index, but table {table!r} has no vector index yet (upkeep builds one "
+                          "from upkeep.index_min_rows rows; `batch-embed maintain` builds it now); use auto or exact")
     retrieval = RetrievalSpec(uri=uri, version=ds.version, top_k=top_k, text_column=text_column,
-                              storage_options=options)
+                              storage_options=options, search="index" if search != "exact" and indexed else "exact")
     return VectorTable(dataset=ds, embedding=emb, retrieval=retrieval)
 
 

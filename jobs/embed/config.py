@@ -10,7 +10,7 @@ config (a missing source, `dimensions` larger than the model) live in
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -175,6 +175,9 @@ class FollowUpCandidates(StrictModel):
     text_column: str | None = Field(None, description="Default: the embedding job's source.text_column.")
     query_instruction: str | None = None
     queries_per_scan: int = Field(1024, ge=1)
+    search: Literal["auto", "exact", "index"] = Field(
+        "auto", description="auto: the table's vector index where it has one (ANN, hits rescored exactly), else "
+        "an exact scan per queries_per_scan queries; exact; index: fail if the table has none.")
 
 
 class FollowUpSink(TableSinkConfig):

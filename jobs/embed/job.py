@@ -17,7 +17,12 @@ from jobs.embed.summary import RunSummary
 log = logging.getLogger("batch_embed")
 
 CONFIG = EmbedJobConfig
-__all__ = ["CONFIG", "add_arguments", "run", "run_from_args"]
+__all__ = ["CONFIG", "add_arguments", "plan", "run", "run_from_args"]
+
+
+def plan(cfg: EmbedJobConfig):
+    """The run's plan (shards, model, target table), checked, without running it (the bench's stage costs)."""
+    return plan_embed_job(cfg)
 
 
 def in_rerank_section(err: ConfigError) -> ConfigError:

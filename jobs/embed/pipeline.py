@@ -19,7 +19,7 @@ from jobs.core.table_target import record_engine_dtype
 from jobs.embed.plan import EmbedPlan, engine_dtype
 from jobs.embed.summary import RunSummary, summarize
 from operators.infer.embedder import Embedder
-from operators.prepare.input_tokenizer import InputTokenizer
+from operators.prepare.input_tokenizer import InputTokenizer, shipped_tokenizer
 from operators.prepare.row_validator import DIFF, REJECT, RowValidator
 from operators.prepare.table_index import missing_ids
 from operators.read.parquet_source import ParquetShardSource
@@ -48,7 +48,9 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, plan.compared_columns),
                         batch_format="pyarrow", batch_size=None)
     # Tokenised in the tasks (Ray Data fuses them with the validator's), so the engine actors only embed.
-    ds = ds.map_batches(InputTokenizer(embedder), batch_format="pyarrow", batch_size=None)
+    shipped = shipped_tokenizer(embedder.model, embedder.engine.trust_remote_code)  # hub ids: from the snapshot
+    ds = ds.map_batches(InputTokenizer(embedder, ray.put(shipped) if shipped else None), batch_format="pyarrow",
+                        batch_size=None)
     ds = ds.map_batches(Embedder, fn_constructor_args=(embedder,), batch_size=plan.rows_per_batch,
                         batch_format="pyarrow", **engine_pool_args(cfg.engine, gpus))
     # Each engine batch is written as it comes (batch_size=None): gathering rows_per_fragment rows first

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -33,6 +33,9 @@ class MineCandidatesConfig(StrictModel):
     text_column: str = "text"
     query_instruction: str | None = Field(None, description="As in `batch-embed rerank`'s candidates section.")
     queries_per_scan: int = Field(1024, ge=1)
+    search: Literal["auto", "exact", "index"] = Field(
+        "auto", description="auto: the table's vector index where it has one (ANN, hits rescored exactly), else "
+        "an exact scan per queries_per_scan queries; exact; index: fail if the table has none.")
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 

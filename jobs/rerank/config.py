@@ -8,7 +8,7 @@ Two inputs, exactly one per job:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -46,6 +46,9 @@ class CandidatesConfig(StrictModel):
         None, description="Instruction the queries are embedded with. Default: the table's own if it holds "
         "queries, else the model card's web-search one for last-token (Qwen3) models and none for others.")
     queries_per_scan: int = Field(1024, ge=1, description="Queries searched together in one pass over the table.")
+    search: Literal["auto", "exact", "index"] = Field(
+        "auto", description="auto: the table's vector index where it has one (ANN, hits rescored exactly), else "
+        "an exact scan per queries_per_scan queries; exact; index: fail if the table has none.")
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -12,7 +12,8 @@ meanwhile (on a GPU node, the GPU waits). Here
 tokenising runs in the read-side tasks, on the node's other cores, and mostly while the
 engine is still starting, so the actor only embeds (what ray.data.llm's tokenize stage does).
 
-The tokenizer is the model folder's `tokenizer.json`, loaded with the Rust `tokenizers`
+The tokenizer is the model folder's `tokenizer.json` (a hub model's, read once on the driver from
+its snapshot by `shipped_tokenizer` and shipped through Ray's object store), loaded with the Rust `tokenizers`
 library, not transformers' AutoTokenizer (seconds to import in a fresh task worker: it
 imports torch). Both give the same ids on the models the tests build (tests/test_input_tokenizer.py),
 and the Embedder checks the first ids it receives against its own AutoTokenizer: where they
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,14 +47,16 @@ class FastTokenizer:
         self._end_id = end_id
 
     @classmethod
-    def load(cls, model: ModelSpec, max_tokens: int, trust_remote_code: bool = False) -> FastTokenizer | None:
-        """None where the model folder has no `tokenizer.json` (hub ids, slow-only or remote-code tokenizers)."""
+    def load(cls, model: ModelSpec, max_tokens: int, trust_remote_code: bool = False,
+             text: str | None = None) -> FastTokenizer | None:
+        """`text`: a hub model's tokenizer.json as the driver read it; None where there is no `tokenizer.json`
+        (a hub model whose snapshot the driver could not read, slow-only or remote-code tokenizers)."""
         file = Path(model.path) / "tokenizer.json"
-        if trust_remote_code or not file.is_file():
+        if trust_remote_code or (text is None and not file.is_file()):
             return None
         from tokenizers import Tokenizer as RustTokenizer
 
-        tok = RustTokenizer.from_file(str(file))
+        tok = RustTokenizer.from_str(text) if text is not None else RustTokenizer.from_file(str(file))
         # As transformers does on load: the file's padding / truncation settings are for training,
         # and split_special_tokens=True (a document that contains "<|endoftext|>" is plain text).
         tok.no_padding()
@@ -76,9 +80,23 @@ class FastTokenizer:
 
 
 @lru_cache(maxsize=4)
-def fast_tokenizer(model: ModelSpec, max_tokens: int, trust_remote_code: bool) -> FastTokenizer | None:
+def fast_tokenizer(model: ModelSpec, max_tokens: int, trust_remote_code: bool,
+                   text: str | None = None) -> FastTokenizer | None:
     """One tokenizer per task worker process and model (workers are reused across tasks)."""
-    return FastTokenizer.load(model, max_tokens, trust_remote_code)
+    return FastTokenizer.load(model, max_tokens, trust_remote_code, text)
+
+
+def shipped_tokenizer(model: ModelSpec, trust_remote_code: bool = False) -> str | None:
+    """A hub model's tokenizer.json, read on the driver from its snapshot (the HF cache, else the hub), for the
+    tasks, whose nodes may have neither; None for a local folder (read where it is) or none to be had."""
+    if trust_remote_code or Path(model.path).is_dir():
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(model.path, "tokenizer.json")).read_text()
+    except Exception:  # noqa: BLE001 - offline and not cached, or no such file: the engine actors tokenise
+        return None
 
 
 def token_ids_column(present: np.ndarray, ids: list[list[int]]) -> pa.Array:
@@ -92,10 +110,20 @@ def token_ids_column(present: np.ndarray, ids: list[list[int]]) -> pa.Array:
 
 
 class InputTokenizer:
-    """Ray Data callable (plain tasks): the Embedder's inputs, tokenised. `spec` is the Embedder's EmbedderSpec."""
+    """Ray Data callable (plain tasks): the Embedder's inputs, tokenised. `spec` is the Embedder's EmbedderSpec;
+    `tokenizer`: a hub model's tokenizer.json (`shipped_tokenizer`), as text or a Ray object reference to it."""
 
-    def __init__(self, spec: EmbedderSpec):
+    def __init__(self, spec: EmbedderSpec, tokenizer: Any = None):
         self.spec = spec
+        self._tokenizer = tokenizer
+
+    def _text(self) -> str | None:
+        if self._tokenizer is None or isinstance(self._tokenizer, str):
+            return self._tokenizer
+        import ray
+
+        self._tokenizer = ray.get(self._tokenizer)  # once per worker process
+        return self._tokenizer
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         require_columns(batch, REQUIRED, "InputTokenizer")
@@ -103,7 +131,8 @@ class InputTokenizer:
         n = batch.num_rows
         ok = embed_mask(batch)
         rows = np.flatnonzero(ok)
-        tok = fast_tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code) if len(rows) else None
+        tok = (fast_tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code, self._text())
+               if len(rows) else None)
         cut = np.zeros(n, dtype=bool)
         if tok is None:
             ids_col = pa.nulls(n, TOKEN_IDS)

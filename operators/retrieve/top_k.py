@@ -10,11 +10,16 @@ Column contract:
 - null lists on rows not searched; drops `vector`; the query embedder's `n_tokens` /
   `truncated` become `query_tokens` / `query_truncated` (the reranker adds its own).
 
-Exact on purpose: one pass over the table's `vector` column serves a whole batch of queries
-(a matrix product per block of the table), and the result does not move with an ANN index's
-recall. Every size is scored from the same block: truncating a stored vector and
-re-normalising (mrl_truncate) is cheap next to reading it. The table is read at the version
-the run planned against, so candidates do not move while the run writes elsewhere.
+Exact (`spec.search: exact`): one pass over the table's `vector` column serves a whole batch of
+queries (a matrix product per block of the table), and the result does not move with an ANN
+index's recall. Every size is scored from the same block: truncating a stored vector and
+re-normalising (mrl_truncate) is cheap next to reading it. At 100M rows that pass is what each
+batch of queries costs, so `spec.search: index` (what `candidates.search: auto` picks where the
+table has a vector index) asks the index instead: one ANN query per query, INDEX_NPROBES
+partitions, rows not yet indexed searched flat by Lance, hits rescored exactly from the stored
+vectors; candidates can then differ from exact by the index's recall, never by their scores.
+Only at the stored size (rerank, mine); eval ranks every size exactly. The table is read at the
+version the run planned against, so candidates do not move while the run writes elsewhere.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from operators.infer.matryoshka import mrl_truncate
 REQUIRED = ("vector", "action")
 SEARCH_ACTIONS = ("new", "changed")
 _BLOCK_ROWS = 16384
+INDEX_NPROBES = 20  # LanceDB's default: >= 0.95 of the exact top 10 on upkeep's IVF_SQ (docs/benchmark.md)
 
 Hits = list[list[tuple[float, int]]]  # per query: (cosine, row address), best first
 
@@ -46,6 +52,7 @@ class RetrievalSpec:
     every_size: bool = False  # add `doc_id@d` / `score@d` for each size
     id_column: str = "id"
     storage_options: dict[str, str] = field(default_factory=dict)
+    search: str = "exact"  # or "index": the table's vector index (resolved from `candidates.search` on the driver)
 
 
 def merge_top_k(best_scores: np.ndarray, best_keys: np.ndarray, scores: np.ndarray, keys: np.ndarray,
@@ -102,6 +109,25 @@ def table_blocks(ds) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield vectors, batch.column("_rowaddr").to_numpy().astype(np.int64)
 
 
+def index_top_k(ds, queries: np.ndarray, k: int) -> Hits:
+    """Per query, the table's vector index's k nearest rows, rescored exactly (cosine of the stored vectors)."""
+    out = []
+    for q in queries:
+        found = ds.to_table(nearest={"column": "vector", "q": q, "k": k, "nprobes": INDEX_NPROBES},
+                            columns=["vector"], with_row_address=True, disable_scoring_autoprojection=True)
+        col = found.column("vector").combine_chunks()
+        vectors = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(found), -1)
+        scores = vectors @ q
+        keys = found.column("_rowaddr").to_numpy().astype(np.int64)
+        order = np.argsort(-scores, kind="stable")
+        out.append([(float(scores[i]), int(keys[i])) for i in order])
+    return out
+
+
+def has_vector_index(ds) -> bool:
+    return any(idx.get("fields") == ["vector"] for idx in ds.list_indices())
+
+
 def retrieve_top_k(batch: pa.Table, spec: RetrievalSpec) -> pa.Table:
     """The operator (a plain function: Ray runs it as tasks, each opening the pinned table version)."""
     import lance
@@ -119,7 +145,10 @@ def retrieve_top_k(batch: pa.Table, spec: RetrievalSpec) -> pa.Table:
         ds = lance.dataset(spec.uri, version=spec.version, storage_options=spec.storage_options or None)
         col = batch.column("vector").combine_chunks().take(pa.array(rows))
         queries = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(rows), -1)
-        hits = top_k_at_dims(table_blocks(ds), queries, spec.top_k, dims)
+        if spec.search == "index" and not spec.every_size and dims == (queries.shape[1],):
+            hits = {dims[0]: index_top_k(ds, queries, spec.top_k)}
+        else:
+            hits = top_k_at_dims(table_blocks(ds), queries, spec.top_k, dims)
         addresses = sorted({a for per_dim in hits.values() for row in per_dim for _, a in row})
         columns = [spec.id_column] + ([spec.text_column] if spec.text_column else [])
         found = ds._take_rows(addresses, columns=columns) if addresses else None
