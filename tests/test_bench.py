@@ -153,7 +153,8 @@ def _png_size(path: Path) -> tuple[int, int]:
 @pytest.mark.bench
 def test_small_bench_run_produces_every_figure(tmp_path):
     out = tmp_path / "bench"
-    proc, report = _bench(out, "--rows", "240", timeout=1500)
+    proc, report = _bench(out, "--rows", "240", "--pipeline-rows", "2000", "--fleet-engines", "2",
+                          "--scale-rows", "1000", timeout=2400)
     assert report["errors"] == {}
     # One untimed raw run first, so that no timed contender pays the machine's first-time caches.
     assert report["warm_up"]["rows"] == 64 and report["warm_up"]["seconds"] > 0
@@ -166,6 +167,24 @@ def test_small_bench_run_produces_every_figure(tmp_path):
                     "fraction_of_peak"):
             assert f[key] > 0, (name, key)
     assert contenders["raw"]["ratio_to_raw"] == 1.0
+    assert report["naive_dtype"] == f"torch.{report['warm_up']['dtype']}"  # the naive loop in the job's dtype
+    # The pipeline around the engines: ceiling vs floor, fleet feeding, CPU cost per stage, the GPU projection.
+    pipeline = report["pipeline"]
+    ceiling = pipeline["ceiling"]
+    assert ceiling["rows"] == 2000 and ceiling["floor_rows_per_s"] > 0 and ceiling["ceiling_rows_per_s"] > 0
+    assert ceiling["ratio"] > 0 and ceiling["target"] == 0.8 and ceiling["time_split"]["engines"]
+    fleet = pipeline["fleet"]
+    assert fleet["engines"] == 2 and fleet["rows"] == 240 and fleet["engine_tokens_per_s"] > 0
+    assert fleet["tokens_per_s_after_first_engine_up"] > 0 and len(fleet["engine_busy_shares"]) >= 2
+    stages = pipeline["stages"]
+    assert set(stages["cpu_us_per_row"]) == {"read", "validate", "ids", "tokenise", "write", "commit"}
+    assert stages["rows"] == 240 and all(v >= 0 for v in stages["cpu_us_per_row"].values())
+    assert stages["cpu_us_per_row"]["tokenise"] > 0 and stages["projection"]["cores_to_feed"] > 0
+    assert "pipeline ceiling" in proc.stdout and "keep it fed" in proc.stdout
+    # Scale (small here): driver and per-process memory, first and last commit, a 1%-edited sync night.
+    scale = report["scale"]
+    assert scale["rows"] == [100, 1000] and scale["driver_growth"] > 0 and min(scale["largest_process_rss_mb"]) > 0
+    assert scale["first_commit_s"] > 0 and scale["last_commit_s"] > 0 and scale["sync_to_full"] > 0
     # Every contender embedded the same corpus: the same token count where it counts them itself.
     assert contenders["job"]["tokens"] == contenders["raw"]["tokens"] == contenders["ray_data_llm"]["tokens"]
     assert contenders["job"]["workers_peak_rss_mb"] > 0  # Ray's processes and the engine actor were seen

@@ -104,7 +104,8 @@ def run_job(case: dict[str, Any]) -> dict[str, Any]:
         "source": {"uri": case.get("job_corpus", case["corpus"])},
         "model": {"name": case["model"], "max_tokens": case["max_tokens"]},
         "engine": case.get("engine", {}),
-        "sink": {"uri": str(Path(case["workdir"]) / "lancedb"), "table": "bench", "mode": "overwrite"},
+        "sink": {"uri": case.get("sink_uri") or str(Path(case["workdir"]) / "lancedb"), "table": "bench",
+                 "mode": case.get("mode", "overwrite")},
         "upkeep": {"when": "never"},
         "run": {"progress": False, "summary_path": str(Path(case["workdir"]) / "job-summary.json")},
     }

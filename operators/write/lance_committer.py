@@ -113,6 +113,7 @@ class LanceCommitter:
         self.actions: Counter[str] = Counter()  # new / changed / unchanged rows
         self.deleted = 0
         self.commits = 0
+        self.commit_seconds: list[float] = []  # each commit's duration: does committing slow down as the table grows?
         self.unchanged_source_rows = 0  # rows the table already holds: reported, nothing to commit
 
     @classmethod
@@ -161,6 +162,7 @@ class LanceCommitter:
         self._commit(complete=True)
 
     def _commit(self, complete: bool) -> None:
+        started = time.monotonic()
         if self.before_commit is not None:
             self.before_commit()
         self.commits += 1
@@ -170,6 +172,7 @@ class LanceCommitter:
         self.main.commit(complete)
         faults.point("after_commit")
         self._last_commit = time.monotonic()
+        self.commit_seconds.append(round(self._last_commit - started, 3))
         if self.on_commit is not None:
             self.on_commit()
 
