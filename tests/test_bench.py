@@ -174,7 +174,7 @@ def test_small_bench_run_produces_every_figure(tmp_path):
     assert ceiling["rows"] == 2000 and ceiling["floor_rows_per_s"] > 0 and ceiling["ceiling_rows_per_s"] > 0
     assert ceiling["ratio"] > 0 and ceiling["target"] == 0.8 and ceiling["time_split"]["engines"]
     fleet = pipeline["fleet"]
-    assert fleet["engines"] == 2 and fleet["rows"] == 240 and fleet["engine_tokens_per_s"] > 0
+    assert fleet["engines"] == 2 and fleet["rows"] == 2000 and fleet["engine_tokens_per_s"] > 0
     assert fleet["tokens_per_s_after_first_engine_up"] > 0 and len(fleet["engine_busy_shares"]) >= 2
     stages = pipeline["stages"]
     assert set(stages["cpu_us_per_row"]) == {"read", "validate", "ids", "tokenise", "write", "commit"}

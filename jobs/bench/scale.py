@@ -12,6 +12,7 @@ are written in minutes, a shard of 100,000 rows at a time.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ def write_scale_corpora(out: Path, rows: int, seed: int) -> dict[str, Path]:
 
     pool = "\n\n".join(make_texts(2000, seed))
     folders = {name: out / f"corpus-scale-{name}" for name in ("full", "small", "night2")}
+    for table in ("scale", "scale_small"):  # their runs create their tables afresh
+        shutil.rmtree(out / "work" / table, ignore_errors=True)
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.parquet"):

@@ -77,7 +77,7 @@ class RowValidator:
         hashes = np.empty(0, dtype=np.uint64)
         if len(candidates):
             taken = pa.array(candidates)
-            shards = batch.column("source_shard").take(taken).dictionary_encode().combine_chunks()
+            shards = batch.column("source_shard").take(taken).combine_chunks().dictionary_encode()
             shard_ids = np.array([self._shard_index[s] for s in shards.dictionary.to_pylist()], dtype=np.uint64)
             rows = batch.column("source_row").take(taken).to_numpy()
             hashes = hash_strings(ids.take(taken))
