@@ -24,6 +24,7 @@ class MemorySampler:
         self.relist_every = relist_every
         self.workers_peak = 0
         self.process_peak = 0  # the largest single descendant (an engine actor, a worker): bounded per actor?
+        self.process_peak_name = ""  # its title: Ray names its workers `ray::<actor or task>`, raylet holds the store
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -31,10 +32,12 @@ class MemorySampler:
         import psutil
 
         children: list[Any] = []
+        names: dict[int, str] = {}
         tick = 0
         while not self._stop.wait(self.interval):
             if tick % self.relist_every == 0:
                 children = self._me.children(recursive=True)
+                names = {c.pid: names.get(c.pid) or _title(c) for c in children}
             tick += 1
             total = 0
             for child in children:
@@ -43,7 +46,8 @@ class MemorySampler:
                 except psutil.Error:
                     continue  # exited since the last listing
                 total += rss
-                self.process_peak = max(self.process_peak, rss)
+                if rss > self.process_peak:
+                    self.process_peak, self.process_peak_name = rss, names.get(child.pid, "")
             self.workers_peak = max(self.workers_peak, total)
 
     def __enter__(self) -> MemorySampler:
@@ -57,6 +61,16 @@ class MemorySampler:
     @staticmethod
     def driver_peak() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _title(proc: Any) -> str:
+    """A process's title as `ps` shows it (Ray's workers rename themselves), cut to 60 characters."""
+    import psutil
+
+    try:
+        return (" ".join(proc.cmdline()) or proc.name())[:60]
+    except psutil.Error:
+        return ""
 
 
 def process_seconds() -> float:

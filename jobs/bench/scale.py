@@ -71,6 +71,7 @@ def scale_figures(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         "driver_growth": round(full["driver_peak_rss"] / small["driver_peak_rss"], 3),
         "largest_process_rss_mb": [round(small.get("process_peak_rss", 0) / 2**20, 1),
                                    round(full.get("process_peak_rss", 0) / 2**20, 1)],
+        "largest_process": [small.get("process_peak_name", ""), full.get("process_peak_name", "")],
         "first_commit_s": first, "last_commit_s": last,
         "last_to_first_commit": round(last / first, 3) if first and last else None,
         "full_wall_s": round(full["wall_s"], 1),
@@ -88,7 +89,8 @@ def render_scale(s: dict[str, Any] | None) -> list[str]:
     lines = [f"scale ({s['rows'][0]:,} -> {s['rows'][1]:,} rows, unlimited simulated engines): driver peak "
              f"{s['driver_peak_rss_mb'][0]:,.0f} -> {s['driver_peak_rss_mb'][1]:,.0f} MB (x{s['driver_growth']:.2f}, "
              f"target <= {TARGETS['driver_growth']}); largest other process {s['largest_process_rss_mb'][0]:,.0f} -> "
-             f"{s['largest_process_rss_mb'][1]:,.0f} MB; last commit {s['last_commit_s']} s vs first "
+             f"{s['largest_process_rss_mb'][1]:,.0f} MB ({' -> '.join(s.get('largest_process') or [])}); "
+             f"last commit {s['last_commit_s']} s vs first "
              f"{s['first_commit_s']} s (target <= {TARGETS['last_to_first_commit']}x)"]
     if "sync_to_full" in s:
         lines.append(f"sync night with 1% of texts edited: {s['sync_wall_s']} s vs {s['full_wall_s']} s full = "

@@ -24,7 +24,7 @@ from operators.prepare.row_validator import DIFF, REJECT, RowValidator
 from operators.prepare.table_index import missing_ids
 from operators.read.parquet_source import ParquetShardSource
 from operators.storage import fsspec_options
-from operators.write.lance_sink import LanceFragmentWriter
+from operators.write.lance_sink import WRITER_CPUS, LanceFragmentWriter
 from operators.write.run_ledger import open_dataset
 from operators.write.table_lock import TableLock
 
@@ -43,7 +43,8 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
                                 done=plan.target.done, retry=src.retry.policy())
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
     embedder = replace(plan.embedder_spec(gpus, dtype), ledger=ledger)
-    ds = ray.data.read_datasource(source)
+    # One block per read task: the read, validation and tokenising fuse into one task (see read_task_count).
+    ds = ray.data.read_datasource(source, override_num_blocks=source.read_task_count())
     existing = REJECT if cfg.sink.mode.value == "append" else DIFF
     ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, plan.compared_columns),
                         batch_format="pyarrow", batch_size=None)
@@ -55,7 +56,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
                         batch_format="pyarrow", **engine_pool_args(cfg.engine, gpus))
     # Each engine batch is written as it comes (batch_size=None): gathering rows_per_fragment rows first
     # would hold a slow engine's vectors past sink.commit_every_seconds. Upkeep compacts small fragments.
-    return ds.map_batches(LanceFragmentWriter(plan.target.sink, ledger), batch_size=None,
+    return ds.map_batches(LanceFragmentWriter(plan.target.sink, ledger), batch_size=None, num_cpus=WRITER_CPUS,
                           batch_format="pyarrow")  # no runtime_env: see lance_sink.fragment_writer
 
 

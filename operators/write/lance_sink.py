@@ -31,6 +31,11 @@ import pyarrow.compute as pc
 from operators.contract import require_columns
 from operators.write.progress import Progress, dumps, progress_of
 
+# CPUs each writer task reserves. A fragment write is Arrow encoding and I/O: ~8 us of CPU per row against
+# ~100 for tokenising (docs/benchmark.md, per-stage cost). A whole CPU per write would keep that CPU from the
+# tokenizer tasks on every node, and on a small node leave a core idle while the writes queue behind them.
+WRITER_CPUS = 0.25
+
 
 def fragment_writer() -> Any:
     """`lance.fragment.write_fragments`, with Lance's per-fragment warning silenced in this process.
