@@ -73,12 +73,13 @@ def token_sources(token_file: str | None = None) -> list[tuple[str, Path | None]
 
 def find_token(token_file: str | None = None) -> tuple[str | None, str]:
     """(token or None, where it came from / where it was looked for)."""
-    for where, path in token_sources(token_file):
+    sources = list(token_sources(token_file))
+    for where, path in sources:
         value = os.environ.get("RAY_AUTH_TOKEN", "") if path is None else (
             path.read_text().strip() if path.is_file() else "")
         if value.strip():
             return value.strip(), where
-    return None, ", ".join(where for where, _ in token_sources(token_file))
+    return None, ", ".join(where for where, _ in sources)
 
 
 @contextlib.contextmanager

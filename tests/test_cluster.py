@@ -198,6 +198,26 @@ def test_manifests_run_the_cli_as_it_is():
     assert parser.parse_args(shlex.split(entrypoint("embed", ["model.dimensions=256"]))[3:]).command == "embed"
 
 
+def kill_worker_node(url: str, env: dict, engines: list) -> None:
+    """SIGKILL the worker node's raylet and everything under it (workers, agents): a node lost mid-run.
+    `engines`: [node id, pid] of engine actors; the raylet is the parent of one alive on the worker node."""
+    import json
+
+    import psutil
+
+    nodes = json.loads(state_probe(url, env, "import json\nprint(json.dumps([[n.node_id, n.is_head_node] for n in "
+                                             f"list_nodes(address='{url}', detail=True)]))"))
+    head = next(node for node, is_head in nodes if is_head)
+    pid = next(pid for node, pid in engines if node != head and psutil.pid_exists(pid))
+    raylet = psutil.Process(pid).parent()
+    assert "raylet" in raylet.name(), raylet.cmdline()
+    for proc in [*raylet.children(recursive=True), raylet]:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def state_probe(url: str, env: dict, code: str) -> str:
     """Run `code` against the cluster's state API in a fresh interpreter (this one may hold its own Ray)."""
     out = subprocess.run([sys.executable, "-c", "from ray.util.state import list_actors, list_nodes\n" + code],
@@ -208,9 +228,11 @@ def state_probe(url: str, env: dict, code: str) -> str:
 
 @pytest.mark.cluster
 @pytest.mark.fleet
-def test_a_simulated_gpu_fleet_grows_to_one_engine_per_gpu_and_survives_a_killed_engine(tmp_path, ray_cluster):
+def test_a_simulated_gpu_fleet_grows_to_one_engine_per_gpu_and_survives_a_killed_engine_and_node(tmp_path,
+                                                                                               ray_cluster):
     """Two nodes with 2 logical GPUs each: simulated engines (1 GPU each) grow to 4 over both nodes; one
-    is SIGKILLed mid-run; the table still ends with every row exactly once."""
+    is SIGKILLed mid-run, then the whole worker node; the table still ends with every row exactly once.
+    Last in this module: the cluster has one node left after it."""
     import json
 
     from jobs.demo_corpus.job import write_corpus
@@ -218,7 +240,7 @@ def test_a_simulated_gpu_fleet_grows_to_one_engine_per_gpu_and_survives_a_killed
     url, env = ray_cluster
     rows = write_corpus(tmp_path / "demo", max_rows=1600)
     overrides = [f"source.uri={tmp_path / 'demo'}", f"sink.uri={tmp_path / 'db'}", "run.progress=false",
-                 "engine.backend=simulated", "engine.simulated.tokens_per_second=1500",
+                 "engine.backend=simulated", "engine.simulated.tokens_per_second=1000",
                  "engine.simulated.startup_seconds=1", "engine.gpus_per_actor=1", "engine.cpus_per_actor=0.5",
                  "engine.actors.min=1", "engine.actors.max=4", "engine.batch_tokens=2048",
                  "sink.commit_every_rows=200"]
@@ -240,6 +262,11 @@ print(json.dumps([[a.node_id, a.pid] for a in alive]))
     assert len(peak) == 4, f"the pool grew to {len(peak)} engines of 4 logical GPUs"
     assert len({node for node, _ in peak}) == 2  # one engine per GPU, on both nodes
     os.kill(peak[-1][1], 9)  # an engine dies mid-run: Ray Data restarts it and retries its batch
+    time.sleep(3)
+    status = cli("status", job_id, "--address", url, env=env).stdout
+    assert "RUNNING" in status, f"the run ended before its worker node could be killed: {status}"
+    # The worker node dies: its engines, tasks and the blocks in its object store are lost; the run goes on on the head.
+    kill_worker_node(url, env, peak)
 
     deadline = time.monotonic() + 400
     while True:

@@ -113,7 +113,14 @@ def test_metrics_equal_an_independent_exact_search(retrieval_table, minilm_path,
         assert key in got and got[key] == got["dims"]["384"][key]
     assert [got["dims"][str(d)]["bytes_per_row"] for d in DIMS] == [d * 4 for d in DIMS]
     assert got["queries_evaluated"] == got["queries_read"] and got["judged_docs_missing"] == 0
-    assert (tmp_path / "metrics.html").read_text().count("<svg") >= 1
+    html = (tmp_path / "metrics.html").read_text()
+    assert html.count("<svg") >= 2 and "Where the time went" in html
+    # Where the time went: the one query engine, measured per batch (and no table writes to show).
+    split = got["time_split"]
+    (engine,) = split["engines"].values()
+    assert engine["rows"] == got["queries_evaluated"] and engine["batches"] >= 1 and 0 < engine["busy_share"] <= 1
+    assert split["writes"] == 0 and split["commit_s"] == 0 and 0 < split["first_engine_up_s"] < split["wall_s"]
+    assert "writing (tasks)" not in html
 
     rankings, qrels, _ = independent_search(retrieval_table, minilm_path, DIMS)
     # Same document vectors, same exact search; the query vectors differ by float noise (the job's
@@ -144,6 +151,8 @@ def test_rerank_reorders_the_top_k_as_the_reference_reranker_does(retrieval_tabl
                                    engine={"cpus_per_actor": 0.5}), EvalJobConfig)
     summary = run(cfg)
     assert summary.rerank == {"model": str(tiny_qwen3), "top_k": k, "dims": 384}
+    assert len(summary.time_split["engines"]) == 2  # the query embedder and the reranker, both timed
+    assert "time split" in summary.render() and "writing" not in summary.render()
     rankings, qrels, text = independent_search(retrieval_table, minilm_path, [384])
     reranked = {}
     for qid, ranked in rankings[384].items():

@@ -104,6 +104,9 @@ def test_mined_negatives_respect_every_rule(tmp_path, minilm_path, ray_session):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary.pairs_read == len(PAIRS) and summary.pairs_written == len(lines) == len(PAIRS) - 1
     assert summary.skipped == {"empty_query": 1} and "row 6" in summary.first_skipped[0]
+    (engine,) = summary.time_split["engines"].values()  # one embedder, its batches timed
+    assert engine["rows"] == len(PAIRS) - 1 and 0 < engine["busy_share"] <= 1
+    assert "engines busy" in summary.render()
     model = SentenceTransformer(str(minilm_path), device="cpu")
 
     def emb(texts):

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         result = CONTENDERS[case.get("runner") or name](case)
     result.setdefault("wall_s", process_seconds())
     result.update(driver_peak_rss=MemorySampler.driver_peak(), workers_peak_rss=mem.workers_peak,
-                  process_peak_rss=mem.process_peak, process_peak_name=mem.process_peak_name)
+                  process_peak_private=mem.process_peak, process_peak_name=mem.process_peak_name)
     Path(out_path).write_text(json.dumps(result, indent=2, default=str))
     return 0
 

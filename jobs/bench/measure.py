@@ -23,8 +23,10 @@ class MemorySampler:
         self.interval = interval
         self.relist_every = relist_every
         self.workers_peak = 0
-        self.process_peak = 0  # the largest single descendant (an engine actor, a worker): bounded per actor?
-        self.process_peak_name = ""  # its title: Ray names its workers `ray::<actor or task>`, raylet holds the store
+        # The largest single descendant's private memory (RSS less shared pages: a Ray worker maps the object
+        # store's blocks it reads, which the store bounds, not the worker): is memory bounded per actor?
+        self.process_peak = 0
+        self.process_peak_name = ""  # its title: Ray names its workers `ray::<actor or task>`
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -42,12 +44,12 @@ class MemorySampler:
             total = 0
             for child in children:
                 try:
-                    rss = child.memory_info().rss
+                    mem = child.memory_info()
                 except psutil.Error:
                     continue  # exited since the last listing
-                total += rss
-                if rss > self.process_peak:
-                    self.process_peak, self.process_peak_name = rss, names.get(child.pid, "")
+                total += mem.rss
+                if mem.rss - mem.shared > self.process_peak:
+                    self.process_peak, self.process_peak_name = mem.rss - mem.shared, names.get(child.pid, "")
             self.workers_peak = max(self.workers_peak, total)
 
     def __enter__(self) -> MemorySampler:
@@ -68,7 +70,7 @@ def _title(proc: Any) -> str:
     import psutil
 
     try:
-        return (" ".join(proc.cmdline()) or proc.name())[:60]
+        return " ".join(" ".join(proc.cmdline()).split())[:60] or proc.name()
     except psutil.Error:
         return ""
 

@@ -26,7 +26,8 @@ from jobs.core.paths import lock_path
 from jobs.core.report.actor_timeline import ActorTimeline
 from jobs.core.report.throughput_timeline import ThroughputTimeline
 from jobs.core.table_target import TableTarget
-from operators.infer.engine_clock import TimeLedger
+from operators.driver_actors import driver_node_actor
+from operators.infer.engine_clock import TimeLedger, ledger_split
 from operators.prepare.id_registry import REGISTRY_ROWS_PER_ACTOR, IdRegistry, RegistryClient, partitions_for
 from operators.prepare.table_index import INDEX_ROWS_PER_ACTOR, IndexClient, TableIndex, scan_ids
 from operators.storage import fsspec_options
@@ -112,12 +113,8 @@ class CommittedRun:
 
     def _time_split(self) -> dict[str, Any] | None:
         """The ledger's engine and writer timings, with the driver's commit seconds and the run's wall time."""
-        import ray
-
-        try:
-            split = ray.get(self.ledger.report.remote(self._started), timeout=60)
-        except Exception as err:  # noqa: BLE001 - a report without it beats a failed run after the commit
-            log.warning("engine timings unavailable: %s", err)
+        split = ledger_split(self.ledger, self._started)
+        if split is None:
             return None
         commits = self.committer.commit_seconds if self.committer is not None else []
         return {**split, "commit_s": round(self._commit_s, 3), "wall_s": round(time.monotonic() - self._t0, 3),
@@ -134,10 +131,8 @@ class CommittedRun:
                             for part in range(parts)])
 
     def actor(self, cls: type, *args: Any) -> Any:
-        """A helper actor (id registry, table index) that lives as long as the run."""
-        import ray
-
-        handle = ray.remote(num_cpus=0)(cls).remote(*args)
+        """A helper actor (id registry, table index) that lives as long as the run, on the driver's node."""
+        handle = driver_node_actor(cls, *args)
         self._actors.append(handle)
         return handle
 

@@ -57,6 +57,23 @@ def engine_env(gpus: float, threads: int | None, per_node: int = 1, *, cpus_per_
             NODE_THREADS_ENV: str(threads * per_node)}
 
 
+def cpu_engine_dtype(engine: Any, cpus: float) -> str:
+    """`engine.resolved_dtype` (an EngineSpec) decided in a Ray task that holds an engine's `cpus`, so on a node
+    that can run one: `dtype: auto` may time matrix products (operators/infer/cpu_dtype.py), which says
+    nothing on a head node of another CPU kind, and would load torch into the driver (where, seen on 2.13
+    with a job's driver, oneMKL failed to load libtorch_cpu.so and killed the run)."""
+    import ray
+
+    if engine.backend == "simulated":
+        return engine.resolved_dtype
+    measure = ray.remote(num_cpus=cpus, max_retries=1)(_resolved_dtype)
+    return ray.get(measure.remote(engine))
+
+
+def _resolved_dtype(engine: Any) -> str:
+    return engine.resolved_dtype
+
+
 def engine_pool_args(eng: Any, gpus: float, pools: int = 1) -> dict[str, Any]:
     """map_batches arguments of an engine actor pool; `eng` is the job's EngineConfig.
 

@@ -63,11 +63,13 @@ def render_time_split(split: dict[str, Any] | None) -> list[str]:
     verdict = ("engines are the limit: add engines" if share >= 0.9 else
                "engines waited for input: the CPUs around them (read, validate, tokenise, write) are the limit"
                if share < 0.7 else "engines mostly busy")
+    # eval and mine write no table: their split has no writing or committing to show
+    writes = (f"  writing {split['write_s']:.1f} s (tasks)  committing {split['commit_s']:.1f} s (driver)"
+              if split.get("writes") or split.get("commit_s") else "")
     return [
         f"time split     first engine up at {split['first_engine_up_s']:.1f} s of {split['wall_s']:.1f} s "
         f"(start-up {split['engine_startup_s']:.1f} s)  engines busy {split['engines_busy_s']:.1f} s, "
-        f"waiting for input {split['engines_waiting_s']:.1f} s  "
-        f"writing {split['write_s']:.1f} s (tasks)  committing {split['commit_s']:.1f} s (driver)",
+        f"waiting for input {split['engines_waiting_s']:.1f} s" + writes,
         f"engines busy   {share:.0%} overall ({verdict}); per engine: {shares}",
     ]
 

@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobs.core.committed_run import CommittedRun
-from jobs.core.engine_pool import engine_pool_args, resolve_gpus
+from jobs.core.engine_pool import cpu_engine_dtype, engine_pool_args, resolve_gpus
 from jobs.core.paths import run_stamp, summary_path
 from jobs.core.summary import write_summary
 from jobs.core.table_target import record_engine_dtype
-from jobs.embed.plan import EmbedPlan, engine_dtype
+from jobs.embed.plan import EmbedPlan
 from jobs.embed.summary import RunSummary, summarize
 from operators.infer.embedder import Embedder
 from operators.prepare.input_tokenizer import InputTokenizer, shipped_tokenizer
@@ -29,6 +29,12 @@ from operators.write.run_ledger import open_dataset
 from operators.write.table_lock import TableLock
 
 log = logging.getLogger("batch_embed")
+
+# CPUs each read task reserves: a read is I/O and Parquet decoding (~7 us of CPU a row against ~100 for
+# tokenising, docs/benchmark.md). A whole CPU per read would keep it from the tokenizer tasks: on a 2-CPU
+# node beside an engine the read and one tokenizer task then took both, and rows moved at a third of the
+# one-process floor. Reads from an object store wait on the network most of the time anyway.
+READ_CPUS = 0.25
 
 
 def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = None, dtype: str | None = None,
@@ -43,8 +49,7 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
                                 done=plan.target.done, retry=src.retry.policy())
     shard_index = {s.path: i for i, s in enumerate(plan.shards)}
     embedder = replace(plan.embedder_spec(gpus, dtype), ledger=ledger)
-    # One block per read task: the read, validation and tokenising fuse into one task (see read_task_count).
-    ds = ray.data.read_datasource(source, override_num_blocks=source.read_task_count())
+    ds = ray.data.read_datasource(source, ray_remote_args={"num_cpus": READ_CPUS})
     existing = REJECT if cfg.sink.mode.value == "append" else DIFF
     ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, plan.compared_columns),
                         batch_format="pyarrow", batch_size=None)
@@ -90,6 +95,15 @@ def upkeep(plan: EmbedPlan) -> Any:
     log.info("table upkeep: %d rows", rows)
     return run_upkeep(sink.main_uri, sink.storage_options, cfg.upkeep.settings(cfg.sink.keep_versions,
                                                                                 cfg.sink.keep_days))
+
+
+def engine_dtype(plan: EmbedPlan, gpus: float) -> tuple[str | None, str]:
+    """(the dtype every CPU engine of the run loads, decided once for the run; None on GPUs, where vLLM's `auto`
+    stays per node), and the dtype the table records for this run. Needs Ray: `auto` may be measured."""
+    engine = plan.embedder_spec(gpus).engine
+    auto_on_cpu = engine.dtype == "auto" and gpus == 0
+    decided = cpu_engine_dtype(engine, plan.config.engine.cpus_per_actor) if auto_on_cpu else None
+    return decided, plan.embedder_spec(gpus, decided).engine.recorded_dtype
 
 
 def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:

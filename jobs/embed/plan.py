@@ -62,7 +62,7 @@ class EmbedPlan(SourceRows):
         return tuple(c for c in src.columns if c != src.text_column)
 
     def embedder_spec(self, gpus: float, decided_dtype: str | None = None) -> EmbedderSpec:
-        """`decided_dtype`: a CPU engine's `auto`, decided once on the driver (`engine_dtype`)."""
+        """`decided_dtype`: a CPU engine's `auto`, decided once for the run (pipeline.engine_dtype)."""
         m, eng = self.config.model, self.config.engine
         engine = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=m.dtype.value,
                             gpus=gpus, trust_remote_code=m.trust_remote_code, decided_dtype=decided_dtype,
@@ -70,14 +70,6 @@ class EmbedPlan(SourceRows):
         return EmbedderSpec(model=self.model, engine=engine, input_type=m.input_type.value,
                             instruction=self.provenance.instruction, max_tokens=self.max_tokens,
                             dimensions=self.dimensions, batch_tokens=eng.batch_tokens)
-
-
-def engine_dtype(plan: EmbedPlan, gpus: float) -> tuple[str | None, str]:
-    """(the dtype every CPU engine of the run loads, decided here once; None on GPUs, where vLLM's `auto`
-    stays per node), and the dtype the table records for this run."""
-    engine = plan.embedder_spec(gpus).engine
-    decided = engine.resolved_dtype if engine.dtype == "auto" and gpus == 0 else None
-    return decided, plan.embedder_spec(gpus, decided).engine.recorded_dtype
 
 
 def check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Schema, uri: str) -> None:

@@ -22,6 +22,7 @@ from jobs.eval.metrics import evaluate
 from jobs.eval.pipeline import build_pipeline, collect
 from jobs.eval.plan import plan_eval
 from jobs.eval.summary import EvalSummary
+from operators.infer.engine_clock import RunClock
 from operators.storage import fsspec_options
 
 CONFIG = EvalJobConfig
@@ -36,7 +37,8 @@ def run(cfg: EvalJobConfig) -> EvalSummary:
     plan = plan_eval(cfg)
     init_ray(cfg.run.ray_address)
     DataContext.get_current().enable_progress_bars = cfg.run.progress
-    ranked = collect(plan, build_pipeline(plan, resolve_gpus(cfg.engine.gpus_per_actor)))
+    clock = RunClock()
+    ranked = collect(plan, build_pipeline(plan, resolve_gpus(cfg.engine.gpus_per_actor), clock.ledger))
     judgements = plan.qrels.judgements
     evaluated = {q: judgements[q] for q in plan.judged if q in ranked.seen}
     metrics = cfg.eval.metrics
@@ -49,7 +51,7 @@ def run(cfg: EvalJobConfig) -> EvalSummary:
         queries_unjudged=ranked.unjudged, judged_queries_missing=len(plan.judged - ranked.seen),
         queries_rejected=dict(sorted(ranked.rejected.items())), judgements=plan.qrels.rows,
         judgements_duplicated=plan.qrels.duplicates, judged_docs_missing=plan.judged_docs_missing,
-        tokens=ranked.tokens, seconds=time.monotonic() - t0,
+        tokens=ranked.tokens, seconds=time.monotonic() - t0, time_split=clock.split(),
     )
     if plan.reranker is not None:
         assert cfg.reranker is not None

@@ -8,7 +8,8 @@ table) -> [Reranker on the first size's top rerank_top_k] -> rankings on the dri
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from jobs.core.engine_pool import engine_pool_args
 from jobs.core.models import reranker_spec
@@ -23,8 +24,9 @@ from operators.retrieve.top_k import retrieve_top_k
 Ranking = list[tuple[str, float]]
 
 
-def build_pipeline(plan: EvalPlan, gpus: float):
-    """The lazy Ray Dataset of ranked queries: id, judged, reject_reason, tokens, rankings per size."""
+def build_pipeline(plan: EvalPlan, gpus: float, ledger: Any = None):
+    """The lazy Ray Dataset of ranked queries: id, judged, reject_reason, tokens, rankings per size; `ledger`: the
+    run's TimeLedger (operators/infer/engine_clock.py), which the engines tell their timings."""
     import ray.data
 
     cfg, eng = plan.config, plan.config.engine
@@ -34,8 +36,9 @@ def build_pipeline(plan: EvalPlan, gpus: float):
                                                      retry=q.retry.policy()))
     ds = ds.map_batches(mark_queries, fn_kwargs={"judged": frozenset(plan.judged)}, batch_format="pyarrow",
                         batch_size=None)
-    ds = ds.map_batches(Embedder, fn_constructor_args=(plan.embedding.embedder_spec(gpus, eng),),
-                        batch_size=plan.query_rows_per_batch, batch_format="pyarrow", **actor_args)
+    embedder = replace(plan.embedding.embedder_spec(gpus, eng), ledger=ledger)
+    ds = ds.map_batches(Embedder, fn_constructor_args=(embedder,), batch_size=plan.query_rows_per_batch,
+                        batch_format="pyarrow", **actor_args)
     ds = ds.map_batches(retrieve_top_k, fn_kwargs={"spec": plan.retrieval}, batch_size=cfg.eval.queries_per_scan,
                         batch_format="pyarrow")
     keep = ["id", "judged", "reject_reason", "query_tokens"]
@@ -43,10 +46,11 @@ def build_pipeline(plan: EvalPlan, gpus: float):
     if plan.reranker is not None:
         assert cfg.reranker is not None
         model, max_tokens = plan.reranker
+        spec = replace(reranker_spec(cfg.reranker, model, max_tokens, eng, gpus), ledger=ledger)
         ds = ds.map_batches(cut_candidates, fn_kwargs={"k": cfg.eval.rerank_top_k}, batch_format="pyarrow",
                             batch_size=None)
-        ds = ds.map_batches(Reranker, fn_constructor_args=(reranker_spec(cfg.reranker, model, max_tokens, eng, gpus),),
-                            batch_size=plan.rerank_queries_per_batch, batch_format="pyarrow", **actor_args)
+        ds = ds.map_batches(Reranker, fn_constructor_args=(spec,), batch_size=plan.rerank_queries_per_batch,
+                            batch_format="pyarrow", **actor_args)
         keep += ["rerank_score", "rank", "n_tokens"]
     return ds.select_columns(keep)
 

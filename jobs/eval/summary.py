@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.core.summary import JobSummary, render_counts
+from jobs.core.summary import JobSummary, render_counts, render_time_split
 
 
 @dataclass
@@ -36,6 +36,7 @@ class EvalSummary(JobSummary):
     seconds: float
     reranked: dict[str, float] | None = None
     rerank: dict[str, Any] | None = None  # model, top_k, dims the candidates came from
+    time_split: dict[str, Any] | None = None  # engines' start-up, busy and waiting seconds (engine_clock.py)
     summary_path: str | None = None
     report_path: str | None = None
     kind: str = field(default="eval")
@@ -55,8 +56,8 @@ class EvalSummary(JobSummary):
             queries_unjudged=self.queries_unjudged, judged_queries_missing=self.judged_queries_missing,
             queries_rejected=self.queries_rejected, judgements=self.judgements,
             judgements_duplicated=self.judgements_duplicated, judged_docs_missing=self.judged_docs_missing,
-            tokens=self.tokens, seconds=round(self.seconds, 3), summary_path=self.summary_path,
-            report_path=self.report_path,
+            tokens=self.tokens, seconds=round(self.seconds, 3), time_split=self.time_split,
+            summary_path=self.summary_path, report_path=self.report_path,
         )
         return d
 
@@ -80,6 +81,7 @@ class EvalSummary(JobSummary):
             head,
             *rows,
             f"time           {self.seconds:.1f} s   {self.tokens:,} tokens",
+            *render_time_split(self.time_split),
         ]
         lines += self.path_lines()
         return "\n".join(lines)

@@ -19,6 +19,7 @@ from jobs.mine.config import MineJobConfig
 from jobs.mine.pipeline import build_pipeline
 from jobs.mine.plan import plan_mine_job
 from jobs.mine.summary import MineSummary
+from operators.infer.engine_clock import RunClock
 from operators.storage import fsspec_options
 
 CONFIG = MineJobConfig
@@ -35,7 +36,8 @@ def run(cfg: MineJobConfig) -> MineSummary:
     total = sum(s.num_rows for s in plan.shards)
     init_ray(cfg.run.ray_address)
     DataContext.get_current().enable_progress_bars = cfg.run.progress
-    ds = build_pipeline(cfg, plan, resolve_gpus(cfg.engine.gpus_per_actor))
+    clock = RunClock()
+    ds = build_pipeline(cfg, plan, resolve_gpus(cfg.engine.gpus_per_actor), clock.ledger)
     options = fsspec_options(cfg.output.path, cfg.output.storage_options)
     fs, path = fsspec.core.url_to_fs(cfg.output.path, **options)
     tmp = f"{path}.incomplete"
@@ -67,6 +69,7 @@ def run(cfg: MineJobConfig) -> MineSummary:
         mean_positive_score=pos_sum / written if written else float("nan"),
         mean_negative_score=neg_sum / negatives if negatives else float("nan"),
         scorer=cfg.mining.scorer.value, output=cfg.output.path, seconds=time.monotonic() - t0,
+        time_split=clock.split(),
     )
 
 

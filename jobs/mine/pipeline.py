@@ -7,6 +7,9 @@ positive and candidates] -> NegativeMiner -> rows for the JSONL the driver write
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from jobs.core.engine_pool import engine_pool_args
 from jobs.core.models import reranker_spec
 from jobs.mine.config import MineJobConfig, Scorer
@@ -20,8 +23,9 @@ from operators.retrieve.negative_miner import MiningRules, NegativeMiner
 from operators.retrieve.top_k import retrieve_top_k
 
 
-def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float):
-    """The lazy Ray Dataset of mined rows (or a skip reason), one per (query, positive) pair."""
+def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float, ledger: Any = None):
+    """The lazy Ray Dataset of mined rows (or a skip reason), one per (query, positive) pair; `ledger`: the run's
+    TimeLedger (operators/infer/engine_clock.py), which the engines tell their timings."""
     import ray.data
 
     p, c, eng, rules = cfg.pairs, cfg.candidates, cfg.engine, cfg.mining
@@ -31,7 +35,8 @@ def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float):
                                                      retry=p.retry.policy()))
     ds = ds.map_batches(mark_pairs, fn_kwargs={"positive_column": p.positive_column}, batch_format="pyarrow",
                         batch_size=None)
-    ds = ds.map_batches(Embedder, fn_constructor_args=(emb.embedder_spec(gpus, eng, document_column="positive"),),
+    embedder = replace(emb.embedder_spec(gpus, eng, document_column="positive"), ledger=ledger)
+    ds = ds.map_batches(Embedder, fn_constructor_args=(embedder,),
                         batch_size=plan.rows_per_batch,
                         batch_format="pyarrow", **actor_args)
     ds = ds.map_batches(retrieve_top_k, fn_kwargs={"spec": retrieval}, batch_size=c.queries_per_scan,
@@ -39,7 +44,7 @@ def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float):
     if rules.scorer is Scorer.reranker:
         assert cfg.reranker is not None and plan.reranker is not None
         model, max_tokens = plan.reranker
-        spec = reranker_spec(cfg.reranker, model, max_tokens, eng, gpus)
+        spec = replace(reranker_spec(cfg.reranker, model, max_tokens, eng, gpus), ledger=ledger)
         ds = ds.map_batches(positive_first, batch_format="pyarrow", batch_size=None)
         ds = ds.map_batches(Reranker, fn_constructor_args=(spec,), batch_size=plan.reranker_rows_per_batch,
                             batch_format="pyarrow", **actor_args)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from jobs.core.summary import render_counts
+from jobs.core.summary import render_counts, render_time_split
 
 
 @dataclass
@@ -20,6 +21,7 @@ class MineSummary:
     scorer: str
     output: str
     seconds: float
+    time_split: dict[str, Any] | None = None  # engines' start-up, busy and waiting seconds (engine_clock.py)
 
     def render(self) -> str:
         skipped = render_counts(self.skipped)
@@ -33,4 +35,5 @@ class MineSummary:
             f"{self.mean_negative_score:.4f}  ({self.scorer})",
             f"output         {self.output}",
             f"time           {self.seconds:.1f} s",
+            *render_time_split(self.time_split),
         ])

@@ -133,7 +133,7 @@ class Embedder:
         self.clock = EngineClock(spec.ledger)
         self.spec = spec
         self.tokenizer = Tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code)
-        self.engine = self.clock.timed(make_engine(spec.engine))
+        self.engine = self.clock.timed(make_engine(spec.engine, spec.model.hidden_size))
         self.clock.ready()
         self._staged_ok: bool | None = None  # unknown until the first batch that carries token_ids
 

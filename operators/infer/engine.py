@@ -44,7 +44,7 @@ class EngineSpec:
     def resolved_dtype(self) -> str:
         """The dtype the engine loads. CPU engines' `auto` is bfloat16 or float32, whichever the
         node computes faster (operators/infer/cpu_dtype.py; vLLM's own `auto` would pick an emulated float16),
-        decided once on the driver for the whole run (`decided_dtype`). GPU engines keep vLLM's `auto`
+        decided once for the whole run in a Ray task (`decided_dtype`). GPU engines keep vLLM's `auto`
         (a bfloat16 checkpoint falls back to float16 on GPUs without bfloat16)."""
         if self.backend == "simulated":
             return "simulated"
@@ -117,10 +117,11 @@ def cpu_memory_fraction(weights: int, host_bytes: int | None = None) -> float:
     return round(min(0.9, max(0.1, 1.5 * need / host_bytes)), 3)
 
 
-def make_engine(spec: EngineSpec) -> Any:
-    """The engine `spec.backend` names: a vLLM PoolingEngine, or a SimulatedEngine of the model's width."""
+def make_engine(spec: EngineSpec, width: int | None = None) -> Any:
+    """The engine `spec.backend` names: a vLLM PoolingEngine, or a SimulatedEngine of the model's width
+    (`width`: the driver's ModelSpec.hidden_size, so that an actor need not read the model's config again)."""
     if spec.backend == "simulated":
-        width = hidden_size_of(spec.model_path) or load_model_spec(spec.model_path).hidden_size or 0
+        width = width or hidden_size_of(spec.model_path) or load_model_spec(spec.model_path).hidden_size or 0
         return SimulatedEngine(width, spec.simulated)
     return PoolingEngine(spec)
 

@@ -13,10 +13,13 @@ cluster as closely as its nodes' clocks agree (NTP: milliseconds, against batche
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from typing import Any
+
+log = logging.getLogger("batch_embed")
 
 
 class TimeLedger:
@@ -71,6 +74,37 @@ def time_split(engines: dict[str, dict[str, float]], write_s: float, writes: int
         "writes": writes,
         "engines": per_engine,
     }
+
+
+def ledger_split(ledger: Any, run_started_at: float) -> dict[str, Any] | None:
+    """On the driver: the ledger's `time_split`, or None (with a warning) where it cannot be had."""
+    import ray
+
+    try:
+        return ray.get(ledger.report.remote(run_started_at), timeout=60)
+    except Exception as err:  # noqa: BLE001 - a report without it beats a failed run after the work is done
+        log.warning("engine timings unavailable: %s", err)
+        return None
+
+
+class RunClock:
+    """On the driver of a run that commits nothing (eval, mine): the TimeLedger its engines tell, and the split."""
+
+    def __init__(self) -> None:
+        from operators.driver_actors import driver_node_actor
+
+        self.started_at, self._t0 = time.time(), time.monotonic()
+        self.ledger = driver_node_actor(TimeLedger)
+
+    def split(self) -> dict[str, Any] | None:
+        """The run's time split (no commits: `commit_s` 0), the ledger actor then let go."""
+        import ray
+
+        split = ledger_split(self.ledger, self.started_at)
+        ray.kill(self.ledger)
+        if split is None:
+            return None
+        return {**split, "commit_s": 0.0, "wall_s": round(time.monotonic() - self._t0, 3)}
 
 
 class EngineClock:

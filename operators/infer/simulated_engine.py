@@ -41,9 +41,14 @@ def ids_seed(ids: Sequence[int]) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
+def ids_seeds(token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """`ids_seed` of every input, as uint64."""
+    return np.fromiter((ids_seed(ids) for ids in token_ids), dtype=np.uint64, count=len(token_ids))
+
+
 def simulated_vectors(token_ids: Sequence[Sequence[int]], width: int) -> np.ndarray:
     """(n, width) float32 unit vectors, each a pure function of its row's token ids."""
-    seeds = np.fromiter((ids_seed(ids) for ids in token_ids), dtype=np.uint64, count=len(token_ids))
+    seeds = ids_seeds(token_ids)
     with np.errstate(over="ignore"):
         counters = seeds[:, None] + _GOLDEN * np.arange(1, width + 1, dtype=np.uint64)[None, :]
     bits = splitmix64(counters) >> np.uint64(11)  # 53 random bits per element
@@ -91,7 +96,6 @@ class SimulatedEngine:
         started = time.monotonic()
         if not token_ids:
             return np.zeros(0, dtype=np.float32)
-        seeds = np.fromiter((ids_seed(ids) for ids in token_ids), dtype=np.uint64, count=len(token_ids))
-        out = ((splitmix64(seeds) >> np.uint64(11)).astype(np.float64) / (1 << 53)).astype(np.float32)
+        out = ((splitmix64(ids_seeds(token_ids)) >> np.uint64(11)).astype(np.float64) / (1 << 53)).astype(np.float32)
         self._pace(started, token_ids)
         return out

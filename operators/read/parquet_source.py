@@ -269,13 +269,6 @@ class ParquetShardSource(Datasource):
         n = sum(shard.row_group_rows[g] for g in groups)
         return count_in(self._done.get(shard.path, []), first_row, first_row + n) == n
 
-    def read_task_count(self) -> int:
-        """How many read tasks `get_read_tasks` makes (at least 1): pass it as `override_num_blocks` so that Ray
-        Data does not split their blocks to reach its own parallelism target, which keeps the reads fusable with
-        the map tasks after them (one task reads, validates and tokenises, no block crosses the object store
-        in between). Each task holds at most `rows_per_task` rows, so a large shard still spreads over tasks."""
-        return max(1, len(self._ranges()))
-
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None):
         fs, id_col, text_col = self._fs, self._id_column, self._text_column
         extra_fields, block_rows, done, retry = self._extra_fields, self._rows_per_block, self._done, self._retry

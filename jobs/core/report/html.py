@@ -76,11 +76,12 @@ def _time_split(d: dict[str, Any]) -> str:
     engines = split.get("engines") or {}
     if not engines:
         return ""
-    chart = bar_chart([("until the first engine was up", float(split["first_engine_up_s"])),
-                       ("engines busy (all engines)", float(split["engines_busy_s"])),
-                       ("engines waiting for input", float(split["engines_waiting_s"])),
-                       ("writing (tasks)", float(split["write_s"])), ("committing (driver)", float(split["commit_s"]))],
-                      f"Where the time went ({split['wall_s']:.1f} s wall)", "seconds")
+    bars = [("until the first engine was up", float(split["first_engine_up_s"])),
+            ("engines busy (all engines)", float(split["engines_busy_s"])),
+            ("engines waiting for input", float(split["engines_waiting_s"]))]
+    if split.get("writes") or split.get("commit_s"):  # eval and mine write no table
+        bars += [("writing (tasks)", float(split["write_s"])), ("committing (driver)", float(split["commit_s"]))]
+    chart = bar_chart(bars, f"Where the time went ({split['wall_s']:.1f} s wall)", "seconds")
     rows = [[key, e["up_at_s"], e["startup_s"], e["batches"], e["rows"], e["busy_s"], e["waiting_s"],
              f"{e['busy_share']:.0%}"] for key, e in engines.items()]
     return ('<div class="charts">' + chart + "</div>"
@@ -155,7 +156,7 @@ def _eval_section(d: dict[str, Any]) -> str:
             + '<div class="charts">' + chart
             + (bar_chart([(k, float(v)) for k, v in rejected], "Judged queries not ranked, by reason", "queries")
                if rejected else "")
-            + "</div>" + table)
+            + "</div>" + table + _time_split(d))
 
 
 def render_report(d: dict[str, Any]) -> str:
