@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -66,13 +67,17 @@ class MemorySampler:
 
 
 def _title(proc: Any) -> str:
-    """A process's title as `ps` shows it (Ray's workers rename themselves), cut to 60 characters."""
+    """A process's title as `ps` shows it (Ray's workers rename themselves `ray::...`), cut to 60 characters;
+    for a Python script (Ray's dashboard, log monitor...) the script's file name."""
     import psutil
 
     try:
-        return " ".join(" ".join(proc.cmdline()).split())[:60] or proc.name()
+        argv = " ".join(proc.cmdline()).split()
     except psutil.Error:
         return ""
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
+        return f"python {Path(argv[1]).name}"
+    return " ".join(argv)[:60] or proc.name()
 
 
 def process_seconds() -> float:
