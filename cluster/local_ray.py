@@ -16,6 +16,7 @@ booting beside the GCS and the raylet on the same cores. A per-run Ray has no da
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -24,6 +25,9 @@ from typing import Any
 log = logging.getLogger("batch_embed")
 
 POLL_S = 0.02
+# The smallest CPU share one of the job's tasks holds (reads and writes), and where a user sets the limit.
+MIN_TASK_CPUS = 0.25
+SOFT_LIMIT_ENV = "RAY_num_workers_soft_limit"
 # Well inside Ray's own wait (`raylet_start_wait_time_s`, 30 s), which follows this one: a raylet
 # that never registers still fails with Ray's error, after ~40 s rather than ~60 s.
 NODE_WAIT_S = 10.0
@@ -39,8 +43,22 @@ def start_local_ray(num_cpus: int | None = None, **init_kwargs: Any) -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+    cpus = num_cpus or os.cpu_count() or 1
+    system = {} if SOFT_LIMIT_ENV in os.environ else {"num_workers_soft_limit": worker_soft_limit(cpus)}
     with prompt_node_check(), no_dashboard_process():
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus, **init_kwargs)
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus, _system_config=system,
+                 **init_kwargs)
+
+
+def worker_soft_limit(cpus: float) -> int:
+    """Idle Ray workers a node keeps: as many as tasks of a quarter CPU fit (Ray's default: one per CPU).
+
+    Reads and writes hold a quarter CPU each (jobs/embed/pipeline.py), so a node runs more tasks at once
+    than it has CPUs. Above Ray's default limit every worker that goes idle for a second is killed, and the
+    next task waits for a fresh Python process that imports Arrow, Lance and the tokenizer again: in the
+    pipeline ceiling run ~20 workers came and went, seconds of CPU each (docs/traps.md).
+    """
+    return max(1, int(cpus / MIN_TASK_CPUS))
 
 
 def wait_for_node(gcs_address: str, node_id: str, timeout_s: float = 30.0, poll_s: float = POLL_S) -> bool:

@@ -59,7 +59,7 @@ def ray_cluster():
     # Ray 2.60 turns token authentication on for a head with a dashboard; the worker node must then
     # say so. The submit CLI finds the token the head wrote (~/.ray/auth_token) without being told.
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token"}
+           "RAY_AUTH_MODE": "token", "RAY_num_workers_soft_limit": "12"}  # 4 idle workers per CPU, as cluster/
     env.pop("RAY_ADDRESS", None)
     # 3 logical CPUs a node and 2 per engine actor: at most one engine per node, so a pool of two
     # has to use both nodes. 2 logical GPUs a node: the simulated GPU fleet (test_a_simulated_gpu_fleet...).

@@ -64,9 +64,41 @@ def test_the_dashboard_start_is_skipped_only_while_ray_starts():
     assert node.Node.start_api_server is original
 
 
+# Four quarter-CPU tasks held together on a 1-CPU Ray, twice with a pause: the same four worker processes
+# serve the second round. Ray's own limit (one idle worker per CPU) kills three of them in the pause.
+KEPT_WORKERS = """
+import os, time
+import ray
+
+@ray.remote(num_cpus=0)
+class Arrivals:
+    def __init__(self):
+        self.n = 0
+    def arrive(self):
+        self.n += 1
+    def count(self):
+        return self.n
+
+@ray.remote(num_cpus=0.25)
+def held(arrivals, n):
+    ray.get(arrivals.arrive.remote())
+    while ray.get(arrivals.count.remote()) < n:
+        time.sleep(0.05)
+    return os.getpid()
+
+def kept_workers(n=4):
+    rounds = []
+    for _ in range(2):
+        arrivals = Arrivals.remote()
+        rounds.append(set(ray.get([held.remote(arrivals, n) for _ in range(n)])))
+        time.sleep(4)  # Ray kills idle workers above its limit after 1 s
+    return len(rounds[0]) == n and rounds[1] == rounds[0]
+"""
+
+
 def test_a_local_ray_started_this_way_answers_on_loopback_without_a_dashboard():
     """A fresh driver process: the job's own start path, end to end (the session's Ray is another process's)."""
-    script = (
+    script = KEPT_WORKERS + (
         "import ray\n"
         "from cluster import local_ray\n"
         "from ray._private import services\n"
@@ -83,6 +115,7 @@ def test_a_local_ray_started_this_way_answers_on_loopback_without_a_dashboard():
         "from ray._private import node\n"
         "assert node.Node.start_api_server.__module__ == 'ray._private.node'\n"
         "print('answer', ray.get(ray.remote(lambda: 41 + 1).remote()))\n"
+        "print('kept', kept_workers())\n"
         "ray.shutdown()\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
@@ -90,4 +123,9 @@ def test_a_local_ray_started_this_way_answers_on_loopback_without_a_dashboard():
                           env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "answer 42" in done.stdout
+    assert "kept True" in done.stdout  # quarter-CPU tasks keep their workers (worker_soft_limit)
+
+
+def test_idle_workers_kept_four_per_cpu():
+    assert [local_ray.worker_soft_limit(c) for c in (1, 2, 3.5, 16)] == [4, 8, 14, 64]
 

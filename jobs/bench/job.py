@@ -84,13 +84,14 @@ def _cases(args: argparse.Namespace, out: Path, corpus: Path, quarter: Path,
     cases["floor"].update(corpus=str(pipeline))
     # A simulated engine computes next to nothing: like a GPU engine's actor it needs little of its node's
     # CPU, and a whole CPU reserved for it would leave one of 2 cores to read, validate, tokenise and write.
-    cases["ceiling"].update(runner="job", job_corpus=str(pipeline),
-                            engine={"backend": "simulated", "cpus_per_actor": 0.25})
+    # Half a CPU per tokenizer task: two of them fit beside it and the quarter-CPU reads and writes.
+    small_node = {"backend": "simulated", "cpus_per_actor": 0.25, "tokenizer_cpus": 0.5}
+    cases["ceiling"].update(runner="job", job_corpus=str(pipeline), engine=small_node)
     k = args.fleet_engines  # each on a logical GPU, a quarter of a CPU: k engines and the tasks fit 2 cores
     scale = out / "work" / "scale" / "lancedb"
     for name, folder in (("scale_small", "small"), ("scale", "full"), ("scale_sync", "night2")):
         cases[name].update(runner="job", job_corpus=str(out / f"corpus-scale-{folder}"),
-                           engine={"backend": "simulated"})
+                           engine=small_node)
     cases["scale"]["sink_uri"] = cases["scale_sync"]["sink_uri"] = str(scale)
     # create, not overwrite: commits every sink.commit_every_rows (overwrite commits once, at the end)
     cases["scale_small"]["mode"] = cases["scale"]["mode"] = "create"

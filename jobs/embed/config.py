@@ -208,16 +208,28 @@ class RerankSection(StrictModel):
             "queries": self.queries.model_dump(mode="json"),
             "candidates": candidates,
             "model": self.model.model_dump(mode="json"),
-            "engine": (self.engine or embed.engine).model_dump(mode="json"),
+            # the reranking job's engine section has no tokenizer tasks
+            "engine": self.engine.model_dump(mode="json") if self.engine
+            else embed.engine.model_dump(mode="json", exclude={"tokenizer_cpus"}),
             "sink": sink,
             "run": {**embed.run.model_dump(mode="json"), "summary_path": None},
         }
 
 
+class EmbedEngineConfig(EngineConfig):
+    """The engine section, and the tasks that feed the engines (the embedding job's own)."""
+
+    tokenizer_cpus: float = Field(
+        1.0, gt=0, le=64, description="CPUs each validating and tokenising task reserves (it tokenises on one "
+        "thread, ahead of the engines). 1 suits a node with cores to spare beside its engines; on a node of 2-4 "
+        "CPUs, 0.5 lets two such tasks run beside an engine and the quarter-CPU reads and writes.",
+    )
+
+
 class EmbedJobConfig(StrictModel):
     source: SourceConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine: EmbedEngineConfig = Field(default_factory=EmbedEngineConfig)
     sink: SinkConfig
     sync: SyncConfig = Field(default_factory=SyncConfig)
     run: RunConfig = Field(default_factory=RunConfig)

@@ -22,6 +22,7 @@ from operators.infer.embedder import Embedder
 from operators.prepare.input_tokenizer import InputTokenizer, shipped_tokenizer
 from operators.prepare.row_validator import DIFF, REJECT, RowValidator
 from operators.prepare.table_index import missing_ids
+from operators.prepare.unchanged_tally import fold_unchanged
 from operators.read.parquet_source import ParquetShardSource
 from operators.storage import fsspec_options
 from operators.write.lance_sink import WRITER_CPUS, LanceFragmentWriter
@@ -51,12 +52,15 @@ def build_pipeline(plan: EmbedPlan, gpus: float, registry: Any, index: Any = Non
     embedder = replace(plan.embedder_spec(gpus, dtype), ledger=ledger)
     ds = ray.data.read_datasource(source, ray_remote_args={"num_cpus": READ_CPUS})
     existing = REJECT if cfg.sink.mode.value == "append" else DIFF
+    # Validation, the sync fold and tokenising: one task per block (Ray Data fuses stages of equal resources).
+    prep = {"batch_format": "pyarrow", "batch_size": None, "num_cpus": cfg.engine.tokenizer_cpus}
     ds = ds.map_batches(RowValidator(registry, shard_index, plan.provenance, index, existing, plan.compared_columns),
-                        batch_format="pyarrow", batch_size=None)
-    # Tokenised in the tasks (Ray Data fuses them with the validator's), so the engine actors only embed.
+                        **prep)
+    if index is not None and existing == DIFF:  # a sync night: unchanged rows go no further than their count
+        ds = ds.map_batches(fold_unchanged, **prep)
+    # Tokenised in the tasks, so the engine actors only embed.
     shipped = shipped_tokenizer(embedder.model, embedder.engine.trust_remote_code)  # hub ids: from the snapshot
-    ds = ds.map_batches(InputTokenizer(embedder, ray.put(shipped) if shipped else None), batch_format="pyarrow",
-                        batch_size=None)
+    ds = ds.map_batches(InputTokenizer(embedder, ray.put(shipped) if shipped else None), **prep)
     ds = ds.map_batches(Embedder, fn_constructor_args=(embedder,), batch_size=plan.rows_per_batch,
                         batch_format="pyarrow", **engine_pool_args(cfg.engine, gpus))
     # Each engine batch is written as it comes (batch_size=None): gathering rows_per_fragment rows first

@@ -3,7 +3,8 @@
 `LanceFragmentWriter` column contract:
 - needs `id`, `vector`, `reject_reason`, `action`, `old_fragment`, `source_shard`, `source_row`,
   `n_tokens`, `truncated`, `text_hash`, `fingerprint` and the copied source columns; `old_row`
-  where sync has `columns` rows (their stored vector is read back from there, bytes unchanged).
+  where sync has `columns` rows (their stored vector is read back from there, bytes unchanged);
+  `unchanged_rows` where a sync night folded its unchanged rows (operators/prepare/unchanged_tally.py).
 - returns one report row per kind of row it saw: `table` ("main": embedded rows written;
   "rejected": rejected rows written; "unchanged": rows the table already holds, nothing
   written), `fragments` (JSON list of Lance fragment metadata), `rows`, `tokens`,
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.contract import require_columns
+from operators.prepare.unchanged_tally import unchanged_count
 from operators.write.progress import Progress, dumps, progress_of
 
 # CPUs each writer task reserves. A fragment write is Arrow encoding and I/O: ~8 us of CPU per row against
@@ -178,7 +180,8 @@ class LanceFragmentWriter:
             reports.append(_report("rejected", bad, frags, 0, reasons))
         if same.num_rows:
             # Not recorded as progress: a resumed run re-checks them (cheap) and so sees every live id.
-            reports.append(_report("unchanged", same, [], 0, Counter(unchanged=same.num_rows), progress=False))
+            n = unchanged_count(same)  # a sync night folds them into one row per batch (unchanged_tally.py)
+            reports.append(writer_report("unchanged", n, [], 0, Counter(unchanged=n), {}))
         return pa.Table.from_pylist(reports, schema=WRITER_OUTPUT_SCHEMA)
 
     def _stored_vectors(self, rows: pa.Table) -> pa.Table:
@@ -219,10 +222,8 @@ WRITER_OUTPUT_SCHEMA = pa.schema(
 
 
 def _report(table: str, rows: pa.Table, fragments: list[Any], tokens: int, counts: Counter,
-            replaces: dict[int, list[str]] | None = None, progress: bool = True) -> dict[str, Any]:
-    covered = (
-        progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist()) if progress else {}
-    )
+            replaces: dict[int, list[str]] | None = None) -> dict[str, Any]:
+    covered = progress_of(rows.column("source_shard").to_pylist(), rows.column("source_row").to_pylist())
     return writer_report(table, rows.num_rows, fragments, tokens, counts, covered, replaces)
 
 
