@@ -97,3 +97,36 @@ def build_tiny_qwen3(out_dir: Path, vocab_size: int = 1024, seed: int = 0) -> Pa
         json.dumps({"word_embedding_dimension": 128, "pooling_mode_lasttoken": True})
     )
     return out_dir
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def build_lora_adapter(out_dir: Path, base_dir: Path, rank: int = 8, alpha: float = 16, seed: int = 1,
+                       targets: tuple[str, ...] = LORA_TARGETS, prefix: str = "base_model.model.",
+                       base_name: str | None = None) -> Path:
+    """Write a LoRA adapter for the model in `base_dir` as peft saves one (both matrices random and non-zero,
+    so the adapted model's vectors differ from the base model's); `prefix`: peft's, plus `model.` for an
+    adapter trained on the causal-LM wrapper."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from operators.infer.lora_adapter import base_shapes
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for name, shape in sorted(base_shapes(base_dir).items()):
+        module = name.removesuffix(".weight").removeprefix("model.")
+        if len(shape) != 2 or not module.startswith("layers.") or module.rsplit(".", 1)[-1] not in targets:
+            continue
+        out_f, in_f = shape
+        tensors[f"{prefix}{module}.lora_A.weight"] = rng.normal(0, 0.1, (rank, in_f)).astype(np.float32)
+        tensors[f"{prefix}{module}.lora_B.weight"] = rng.normal(0, 0.1, (out_f, rank)).astype(np.float32)
+    save_file(tensors, str(out_dir / "adapter_model.safetensors"))
+    (out_dir / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": list(targets), "lora_dropout": 0.0,
+        "bias": "none", "task_type": "FEATURE_EXTRACTION", "base_model_name_or_path": base_name or str(base_dir),
+    }))
+    return out_dir

@@ -84,6 +84,9 @@ def open_vector_table(table: str, db_uri: str, text_column: str | None, query_in
         model = load_model_spec(prov["model"])
     except ModelNotFoundError as err:
         raise ConfigError(f"{section}.table: the table was embedded with {err}") from None
+    if prov.get("adapter"):  # the base model's query vectors would not be comparable with the adapted ones
+        raise ConfigError(f"{section}.table: {table!r} was embedded with a LoRA adapter (model.adapter, content "
+                          f"{prov['adapter']}); embedding queries with it here is not supported yet")
     if query_instruction is not None:
         instruction = query_instruction
     elif prov.get("input_type") == "query":

@@ -136,6 +136,15 @@ class ModelConfig(StrictModel):
     )
     dtype: ModelDtype = Field(ModelDtype.auto, description="Weights/activations dtype in the engine.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own Python code.")
+    adapter: str | None = Field(
+        None, description="A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, as peft and "
+        "ms-swift write it), local or s3://, applied to model.name by the engine (vLLM's LoRA serving; no merged "
+        "copy is written). Checked against the model at plan time; the table records its content hash.",
+    )
+    adapter_base_check: bool = Field(
+        True, description="Refuse an adapter whose base_model_name_or_path names another model than model.name."
+    )
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for an s3:// adapter.")
 
     @model_validator(mode="after")
     def _instruction_only_for_queries(self) -> ModelConfig:

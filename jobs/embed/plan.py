@@ -9,11 +9,12 @@ any engine starts, with the setting's path in the message.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from jobs.core.adapters import checked_adapter
 from jobs.core.batching import rows_per_batch, text_tokens
 from jobs.core.config import ConfigError
 from jobs.core.inputs import SourceRows, mean_chars, sample_rows, scan_input
@@ -22,6 +23,7 @@ from jobs.core.table_target import TableTarget, existing_provenance, plan_table
 from jobs.embed.config import EmbedJobConfig
 from operators.infer.embedder import EmbedderSpec
 from operators.infer.engine import EngineSpec
+from operators.infer.lora_adapter import AdapterPayload
 from operators.infer.model_revision import model_revision
 from operators.infer.model_spec import ModelSpec
 from operators.prepare.fingerprints import Provenance
@@ -53,6 +55,7 @@ class EmbedPlan(SourceRows):
     target: TableTarget
     rows_per_batch: int
     bad_shards: list[BadShard] = field(default_factory=list)  # left out (source.on_bad_shard: skip)
+    adapter: AdapterPayload | None = None  # model.adapter, checked, as the engines get it
 
     @property
     def compared_columns(self) -> tuple[str, ...]:
@@ -66,7 +69,7 @@ class EmbedPlan(SourceRows):
         m, eng = self.config.model, self.config.engine
         engine = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=m.dtype.value,
                             gpus=gpus, trust_remote_code=m.trust_remote_code, decided_dtype=decided_dtype,
-                            **eng.spec_fields(gpus, self.model.attention_heads))
+                            adapter=self.adapter, **eng.spec_fields(gpus, self.model.attention_heads))
         return EmbedderSpec(model=self.model, engine=engine, input_type=m.input_type.value,
                             instruction=self.provenance.instruction, max_tokens=self.max_tokens,
                             dimensions=self.dimensions, batch_tokens=eng.batch_tokens)
@@ -95,6 +98,13 @@ def check_existing_table(cfg: EmbedJobConfig, schema: pa.Schema, wanted: pa.Sche
             f"model.name: the existing table {cfg.sink.table} was embedded with {cfg.model.name} at revision "
             f"{have['revision']}, this run would load revision {want['revision']}; vectors would not be "
             "comparable. Use sink.mode: sync to re-embed every row, overwrite to rebuild, or another sink.table"
+        )
+    if cfg.sink.mode.value != "sync" and have.get("adapter") != want.get("adapter"):
+        # sync re-embeds every row instead (the adapter's hash is in each row's fingerprint)
+        raise ConfigError(
+            f"model.adapter: the existing table {cfg.sink.table} was embedded with adapter "
+            f"{have.get('adapter') or 'none'}, this run would apply {want.get('adapter') or 'none'}; vectors would "
+            "not be comparable. Use sink.mode: sync to re-embed every row, overwrite to rebuild, or another sink.table"
         )
     simulated_table = "simulated" in (have.get("dtypes") or [])
     if simulated_table != (cfg.engine.backend.value == "simulated"):
@@ -142,17 +152,19 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
                                  source_columns(src.id_column, src.text_column, src.columns), "source.uri",
                                  src.on_bad_shard.value, src.retry.policy())
     model, max_tokens, dimensions = embedding_model(cfg)
+    adapter = checked_adapter(m.adapter, m.storage_options, model, m.name, m.adapter_base_check)
     provenance = Provenance(model=m.name, instruction=m.effective_instruction, input_type=m.input_type.value,
-                            dimensions=dimensions, max_tokens=max_tokens, revision=weights_revision(cfg, model))
+                            dimensions=dimensions, max_tokens=max_tokens, revision=weights_revision(cfg, model),
+                            adapter=adapter.content_hash if adapter else None)
     extra_fields = [shards[0].schema.field(c) for c in src.columns]
     schema = main_schema(dimensions, sink.vector_dtype.value, extra_fields,
-                         {**asdict(provenance), "vector_dtype": sink.vector_dtype.value})
+                         {**provenance.recorded(), "vector_dtype": sink.vector_dtype.value})
     target = plan_table(sink, schema, [(s.path, s.num_rows) for s in shards], "overwrite or append",
                         lambda existing, uri: check_existing_table(cfg, existing, schema, uri))
     chars = mean_chars(sample_rows(fs, shards[0], [src.text_column]).column(0))
     return EmbedPlan(
         config=cfg, fs=fs, shards=shards, model=model, max_tokens=max_tokens, dimensions=dimensions,
-        provenance=provenance, target=target,
+        provenance=provenance, target=target, adapter=adapter.payload() if adapter else None,
         rows_per_batch=rows_per_batch(cfg.engine.batch_tokens, text_tokens(chars, max_tokens)),
         bad_shards=bad,
     )

@@ -19,6 +19,7 @@ import numpy as np
 
 from operators.infer.cpu_scheduling import CpuScheduling, make_thread_realtime
 from operators.infer.gpu_plan import cpu_threads_per_engine, engines_on_node, gpu_engine_args, shared_gpu_kv_bytes
+from operators.infer.lora_adapter import AdapterPayload, lora_rank_slot
 from operators.infer.model_spec import hidden_size_of, load_model_spec, stored_dtype, weight_bytes
 from operators.infer.simulated_engine import SimulatedEngine, SimulatedRate
 
@@ -39,6 +40,7 @@ class EngineSpec:
     backend: str = "vllm"  # or "simulated": operators/infer/simulated_engine.py
     simulated: SimulatedRate = SimulatedRate()
     tensor_parallel_size: int = 1  # GPUs one engine spans (operators/infer/gpu_plan.py)
+    adapter: AdapterPayload | None = None  # a checked LoRA adapter (operators/infer/lora_adapter.py), vLLM serves it
 
     @property
     def resolved_dtype(self) -> str:
@@ -85,6 +87,9 @@ class EngineSpec:
             args["max_num_batched_tokens"] = max(CPU_STEP_TOKENS, self.max_model_len)
             # Compiling costs seconds at every fresh start for no measured gain (docs/benchmark.md).
             args["enforce_eager"] = True
+        if self.adapter:
+            # vLLM's own LoRA serving: the base weights stay as they are, the adapter is applied per request.
+            args.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_slot(self.adapter.rank))
         args.update(self.extra)
         return args
 
@@ -149,6 +154,11 @@ class PoolingEngine:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
         self.realtime_off = self._schedule_engine_thread()
         self.llm = self._on_engine_thread(_build_llm, spec)
+        self._lora = None
+        if spec.adapter:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest("adapter", 1, spec.adapter.materialize())
 
     def _schedule_engine_thread(self) -> str | None:
         """Real-time for a CPU engine's thread, before the engine (and its OpenMP team) exists; None: done."""
@@ -174,14 +184,16 @@ class PoolingEngine:
         """(n, hidden) pooled, L2-normalised vectors."""
         if not token_ids:
             return np.zeros((0, 0), dtype=np.float32)
-        outputs = self._on_engine_thread(partial(self.llm.embed, use_tqdm=False), self._prompts(token_ids))
+        embed = partial(self.llm.embed, use_tqdm=False, lora_request=self._lora)
+        outputs = self._on_engine_thread(embed, self._prompts(token_ids))
         return np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
 
     def classify(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """(n,) probability of the classifier's one label (P("yes") for RERANKER_OVERRIDES)."""
         if not token_ids:
             return np.zeros(0, dtype=np.float32)
-        outputs = self._on_engine_thread(partial(self.llm.classify, use_tqdm=False), self._prompts(token_ids))
+        classify = partial(self.llm.classify, use_tqdm=False, lora_request=self._lora)
+        outputs = self._on_engine_thread(classify, self._prompts(token_ids))
         return np.asarray([o.outputs.probs[-1] for o in outputs], dtype=np.float32)
 
 

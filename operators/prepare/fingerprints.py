@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -16,15 +16,16 @@ def text_hash(text: str) -> str:
 
 def fingerprint(
     text_digest: str, model: str, instruction: str, input_type: str, dimensions: int, max_tokens: int,
-    revision: str | None = None,
+    revision: str | None = None, adapter: str | None = None,
 ) -> str:
     """What a vector depends on; a row whose fingerprint is unchanged need not be re-embedded.
 
     `revision` (the weights' commit or content hash) joins the key only when known, so tables written
-    before revisions were recorded keep their fingerprints (no surprise re-embedding after an upgrade).
+    before revisions were recorded keep their fingerprints (no surprise re-embedding after an upgrade);
+    `adapter` (a LoRA adapter's content hash) only when one is applied, so a new adapter re-embeds every row.
     """
     parts = [text_digest, model, instruction, input_type, str(dimensions), str(max_tokens)]
-    key = "\x1f".join(parts + ([revision] if revision else []))
+    key = "\x1f".join(parts + ([revision] if revision else []) + ([f"adapter:{adapter}"] if adapter else []))
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -39,10 +40,15 @@ class Provenance:
     dimensions: int
     max_tokens: int
     revision: str | None = None  # the model's weights (operators/infer/model_revision.py); None: not recorded
+    adapter: str | None = None  # model.adapter's content hash (operators/infer/lora_adapter.py); None: none
 
     def fingerprint(self, digest: str) -> str:
         return fingerprint(digest, self.model, self.instruction, self.input_type, self.dimensions, self.max_tokens,
-                           self.revision)
+                           self.revision, self.adapter)
+
+    def recorded(self) -> dict[str, object]:
+        """What the table's metadata records (no `adapter` key where none is applied, as before adapters)."""
+        return {k: v for k, v in asdict(self).items() if k != "adapter" or v}
 
 
 # --- vectorised 64-bit hashes, for what is only compared within a run (ids, fingerprints, copied columns) ---
