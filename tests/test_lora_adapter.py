@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from operators.infer.lora_adapter import AdapterError, base_shapes, check_adapter, safetensors_shapes
+from operators.infer.lora_adapter import WEIGHTS, AdapterError, base_shapes, check_adapter, safetensors_shapes
 from tests.tiny_models import LORA_TARGETS, build_lora_adapter
 
 
@@ -124,3 +124,28 @@ def test_the_payload_is_written_once_per_node_by_content_hash(tiny_qwen3, tmp_pa
     assert check(first, tiny_qwen3).content_hash == spec.content_hash
     assert check(first, tiny_qwen3).content_hash == spec.content_hash
     assert not list((tmp_path / "node" / "batch_embed_adapters").glob(".staging-*"))
+
+
+@pytest.mark.s3
+def test_an_adapter_in_s3_is_copied_once_and_checked(s3_endpoint, tiny_qwen3, tmp_path):
+    import s3fs
+
+    from jobs.core.adapters import local_adapter
+    from jobs.core.config import ConfigError
+
+    adapter = build_lora_adapter(tmp_path / "a", tiny_qwen3)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("models")
+    fs.put(str(adapter / "adapter_config.json"), "models/lora/adapter_config.json")
+    fs.put(str(adapter / WEIGHTS), f"models/lora/{WEIGHTS}")
+    options = {"endpoint_url": s3_endpoint}
+    cache = tmp_path / "cache"
+    local = local_adapter("s3://models/lora/", options, "model.adapter", cache)
+    assert check(local, tiny_qwen3).content_hash == check(adapter, tiny_qwen3).content_hash
+    assert local_adapter("s3://models/lora", options, "model.adapter", cache) != local  # keyed by the URI as given
+    stamp = (local / WEIGHTS).stat().st_mtime_ns
+    assert local_adapter("s3://models/lora/", options, "model.adapter", cache) == local  # not fetched again
+    assert (local / WEIGHTS).stat().st_mtime_ns == stamp
+    fs.rm(f"models/lora/{WEIGHTS}")
+    with pytest.raises(ConfigError, match=f"model.adapter: s3://models/lora/: missing {WEIGHTS}"):
+        local_adapter("s3://models/lora/", options, "model.adapter", tmp_path / "cache2")

@@ -17,6 +17,7 @@ from typing import Any
 from jobs.core.config import ConfigError
 from operators.infer.lora_adapter import CONFIG, WEIGHTS, AdapterError, AdapterSpec, base_shapes, check_adapter
 from operators.infer.model_spec import ModelSpec
+from operators.storage import fsspec_options
 
 log = logging.getLogger("batch_embed")
 
@@ -29,7 +30,7 @@ def local_adapter(uri: str, storage_options: dict[str, Any], setting: str, cache
         return Path(uri.removeprefix("file://")).expanduser()
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, root = fsspec.core.url_to_fs(uri, **fsspec_options(uri, storage_options or {}))
     root = root.rstrip("/")
     try:
         infos = [fs.info(f"{root}/{name}") for name in (CONFIG, WEIGHTS)]
