@@ -32,13 +32,15 @@ def local_adapter(uri: str, storage_options: dict[str, Any], setting: str, cache
 
     fs, root = fsspec.core.url_to_fs(uri, **fsspec_options(uri, storage_options or {}))
     root = root.rstrip("/")
-    try:
-        infos = [fs.info(f"{root}/{name}") for name in (CONFIG, WEIGHTS)]
-    except FileNotFoundError as err:
-        raise ConfigError(f"{setting}: {uri}: missing {Path(str(err.args[-1] if err.args else '')).name or 'a file'} "
-                          f"(a peft / ms-swift LoRA adapter folder has {CONFIG} and {WEIGHTS})") from None
-    except OSError as err:
-        raise ConfigError(f"{setting}: cannot read {uri}: {err}") from None
+    infos = []
+    for name in (CONFIG, WEIGHTS):
+        try:
+            infos.append(fs.info(f"{root}/{name}"))
+        except FileNotFoundError:
+            raise ConfigError(f"{setting}: {uri}: missing {name} (a peft / ms-swift LoRA adapter folder has "
+                              f"{CONFIG} and {WEIGHTS})") from None
+        except OSError as err:
+            raise ConfigError(f"{setting}: cannot read {uri}: {err}") from None
     stamp = json.dumps([[i.get("size"), str(i.get("ETag") or i.get("mtime") or i.get("LastModified"))] for i in infos])
     folder = cache / hashlib.blake2b(f"{uri}\0{stamp}".encode(), digest_size=12).hexdigest()
     if not all((folder / name).is_file() for name in (CONFIG, WEIGHTS)):
