@@ -13,7 +13,6 @@ at plan time, never a failed engine start on every node.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -60,7 +59,7 @@ class AdapterSpec:
 
 @dataclass(frozen=True)
 class AdapterPayload:
-    """What an engine actor needs to serve the adapter: written to its node's temp folder once, named by its bytes."""
+    """What an engine actor needs to serve the adapter: written to its node's temp folder once, by content hash."""
 
     content_hash: str
     rank: int
@@ -68,10 +67,7 @@ class AdapterPayload:
 
     def materialize(self, root: str | None = None) -> str:
         """A local folder holding the adapter (written atomically; reused by later actors on the node)."""
-        digest = hashlib.blake2b(digest_size=16)
-        for name, data in self.files:
-            digest.update(name.encode() + b"\0" + data)
-        folder = Path(root or tempfile.gettempdir()) / "batch_embed_adapters" / digest.hexdigest()
+        folder = Path(root or tempfile.gettempdir()) / "batch_embed_adapters" / self.content_hash
         if not all((folder / name).is_file() for name, _ in self.files):
             folder.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
