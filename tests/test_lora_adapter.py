@@ -149,3 +149,33 @@ def test_an_adapter_in_s3_is_copied_once_and_checked(s3_endpoint, tiny_qwen3, tm
     fs.rm(f"models/lora/{WEIGHTS}")
     with pytest.raises(ConfigError, match=f"model.adapter: s3://models/lora/: missing {WEIGHTS}"):
         local_adapter("s3://models/lora/", options, "model.adapter", tmp_path / "cache2")
+
+
+def test_queries_are_embedded_with_the_tables_own_adapter(tiny_qwen3, tmp_path):
+    """What a table records finds its adapter again (eval, rerank, mine); a moved adapter is named by
+    `<section>.adapter`; a changed one, or one for a table without, is an error naming that setting."""
+    from jobs.core.adapters import recorded_uri, table_adapter
+    from jobs.core.config import ConfigError
+    from operators.infer.model_spec import load_model_spec
+
+    model = load_model_spec(str(tiny_qwen3))
+    first = build_lora_adapter(tmp_path / "v1", tiny_qwen3, seed=1)
+    spec = check_adapter(str(first), base_shapes(tiny_qwen3), str(tiny_qwen3))
+    recorded = {"model": str(tiny_qwen3), "adapter": spec.content_hash, "adapter_uri": recorded_uri(str(first))}
+    assert table_adapter(recorded, None, {}, model, "table.adapter").content_hash == spec.content_hash
+    assert table_adapter({"model": "m"}, None, {}, model, "table.adapter") is None
+
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    with pytest.raises(ConfigError, match="table.adapter: .*no such folder"):
+        table_adapter(recorded, None, {}, model, "table.adapter")
+    assert table_adapter(recorded, str(moved), {}, model, "table.adapter").content_hash == spec.content_hash
+
+    other = build_lora_adapter(tmp_path / "v2", tiny_qwen3, seed=2)
+    with pytest.raises(ConfigError, match=f"candidates.adapter: .* but the table was embedded with adapter "
+                                          f"{spec.content_hash}"):
+        table_adapter(recorded, str(other), {}, model, "candidates.adapter")
+    with pytest.raises(ConfigError, match="table.adapter: the table was embedded without a LoRA adapter"):
+        table_adapter({"model": "m"}, str(other), {}, model, "table.adapter")
+    with pytest.raises(ConfigError, match="whose location it does not record; give its folder as table.adapter"):
+        table_adapter({"model": "m", "adapter": spec.content_hash}, None, {}, model, "table.adapter")

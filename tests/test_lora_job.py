@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from jobs.core.config import ConfigError
@@ -76,11 +77,16 @@ def test_a_new_adapter_re_embeds_every_row_on_a_sync_night(source, tiny_qwen3, a
     assert (changed.rows_changed, changed.rows_unchanged) == (len(ROWS), 0)
     after, table = vectors_by_id(tmp_path / "db")
     assert table.num_rows == len(ROWS) and cosines(before, after).max() < 0.99
+    # the table now records the new adapter, so eval/rerank/mine embed queries with it
+    recorded = read_provenance(table.schema)
+    assert recorded["adapter"] == check_adapter(str(adapters[2]), base_shapes(tiny_qwen3), str(tiny_qwen3)).content_hash
+    assert recorded["adapter_uri"] == str(adapters[2].resolve())
     again = run_job(night)
     assert (again.rows_changed, again.rows_unchanged) == (0, len(ROWS))
     # and back to the base model: a recipe change too
     plain = run_job(job_config(source, tmp_path / "db", tiny_qwen3, model=model, sink={"mode": "sync"}))
     assert plain.rows_changed == len(ROWS)
+    assert "adapter" not in read_provenance(read_table(str(tmp_path / "db"), "docs").schema)
 
 
 @pytest.mark.engine
@@ -92,11 +98,32 @@ def test_append_refuses_another_adapter_and_writes_nothing(source, tiny_qwen3, a
     with pytest.raises(ConfigError, match="model.adapter: the existing table docs was embedded with adapter"):
         run_job(raw)
     assert read_table(str(tmp_path / "db"), "docs").num_rows == version
-    # eval, rerank and mine embed queries for such a table with the base model only: refused, not mixed
-    from jobs.core.models import open_vector_table
 
-    with pytest.raises(ConfigError, match="was embedded with a LoRA adapter"):
-        open_vector_table("docs", str(tmp_path / "db"), None, None, {}, 10, "float32")
+
+@pytest.mark.engine
+def test_eval_embeds_the_queries_with_the_tables_adapter(source, tiny_qwen3, adapters, ray_session, tmp_path):
+    """A table of instructed query vectors, searched with its own texts as queries: with the table's adapter each
+    query meets its own row at cosine 1; the base model's query vectors would not (see the first test)."""
+    from jobs.core.config import parse_config
+    from jobs.eval.config import EvalJobConfig
+    from jobs.eval.pipeline import build_pipeline, collect
+    from jobs.eval.plan import plan_eval
+
+    model = {"input_type": "query", "instruction": INSTRUCTION, "max_tokens": 48, "adapter": str(adapters[1])}
+    run_job(job_config(source, tmp_path / "db", tiny_qwen3, model=model))
+    ids, texts = [r[0] for r in ROWS], [r[1] for r in ROWS]
+    pq.write_table(pa.table({"query_id": ids, "query": texts}), tmp_path / "queries.parquet")
+    pq.write_table(pa.table({"query_id": ids, "doc_id": ids, "relevance": [1] * len(ids)}), tmp_path / "qrels.parquet")
+    cfg = parse_config({"table": {"uri": str(tmp_path / "db"), "name": "docs"}, "dtype": "float32",
+                        "queries": {"uri": str(tmp_path / "queries.parquet")},
+                        "qrels": {"uri": str(tmp_path / "qrels.parquet")}, "run": {"progress": False}}, EvalJobConfig)
+    plan = plan_eval(cfg)
+    assert plan.embedding.adapter is not None and plan.embedding.instruction == INSTRUCTION
+    ranked = collect(plan, build_pipeline(plan, 0.0))
+    rankings = ranked.by_dims[128]
+    assert set(rankings) == set(ids)
+    for qid, ranking in rankings.items():  # texts that agree in their first 48 tokens tie at the top
+        assert ranking[0][1] > 0.999 and dict(ranking)[qid] > 0.999, (qid, ranking[:3])
 
 
 def broken(adapter, tmp_path, fault: str):

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core.config import ConfigError
-from operators.infer.lora_adapter import CONFIG, WEIGHTS, AdapterError, AdapterSpec, base_shapes, check_adapter
+from operators.infer.lora_adapter import (
+    CONFIG,
+    WEIGHTS,
+    AdapterError,
+    AdapterPayload,
+    AdapterSpec,
+    base_shapes,
+    check_adapter,
+)
 from operators.infer.model_spec import ModelSpec
 from operators.storage import fsspec_options
 
@@ -50,6 +58,38 @@ def local_adapter(uri: str, storage_options: dict[str, Any], setting: str, cache
             os.replace(folder / f".{name}.part", folder / name)
         log.info("%s: copied %s to %s", setting, uri, folder)
     return folder
+
+
+def recorded_uri(uri: str) -> str:
+    """The adapter's location as a table records it: an object store URI as given, a local folder absolute (eval,
+    rerank and mine run from other folders)."""
+    if "://" in uri and not uri.startswith("file://"):
+        return uri
+    return str(Path(uri.removeprefix("file://")).expanduser().resolve())
+
+
+def table_adapter(recorded: dict[str, Any], override: str | None, storage_options: dict[str, Any],
+                  model: ModelSpec, setting: str) -> AdapterPayload | None:
+    """The LoRA adapter a vector table's vectors were embedded with (its recorded provenance), fetched and checked
+    to be that very adapter (its content hash), so queries are embedded the same way; None: the table has none.
+
+    `override`: where the adapter is now (`<section>.adapter`), when it moved since the table recorded it."""
+    want = recorded.get("adapter")
+    if not want:
+        if override:
+            raise ConfigError(f"{setting}: the table was embedded without a LoRA adapter; remove {setting}")
+        return None
+    uri = override or recorded.get("adapter_uri")
+    if not uri:
+        raise ConfigError(f"{setting}: the table was embedded with a LoRA adapter (content {want}) whose location "
+                          f"it does not record; give its folder as {setting}")
+    spec = checked_adapter(uri, storage_options, model, str(recorded.get("model")), base_check=False, setting=setting)
+    assert spec is not None
+    if spec.content_hash != want:
+        raise ConfigError(f"{setting}: {uri} holds adapter {spec.content_hash}, but the table was embedded with "
+                          f"adapter {want} (it changed since); give the adapter the table was embedded with as "
+                          f"{setting}, or re-embed the table")
+    return spec.payload()
 
 
 def model_shapes(model: ModelSpec, model_name: str, setting: str) -> dict[str, tuple[int, ...]]:

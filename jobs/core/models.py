@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.core.adapters import table_adapter
 from jobs.core.batching import RERANK_TEMPLATE_TOKENS
 from jobs.core.config import ConfigError
 from jobs.core.inputs import mean_chars
 from jobs.core.paths import table_uri
 from operators.infer.embedder import EmbedderSpec
 from operators.infer.engine import RERANKER_OVERRIDES, EngineSpec
+from operators.infer.lora_adapter import AdapterPayload
 from operators.infer.model_spec import ModelNotFoundError, ModelSpec, effective_max_tokens, load_model_spec
 from operators.infer.prompts import DEFAULT_QUERY_INSTRUCTION
 from operators.infer.reranker import RerankerSpec
@@ -36,11 +38,12 @@ class QueryEmbedding:
     dimensions: int
     max_tokens: int
     dtype: str
+    adapter: AdapterPayload | None = None  # the LoRA adapter the table's vectors were embedded with
 
     def embedder_spec(self, gpus: float, engine: Any, document_column: str | None = None) -> EmbedderSpec:
         """`engine`: the job's EngineConfig."""
         spec = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=self.dtype, gpus=gpus,
-                          **engine.spec_fields(gpus, self.model.attention_heads))
+                          adapter=self.adapter, **engine.spec_fields(gpus, self.model.attention_heads))
         return EmbedderSpec(model=self.model, engine=spec, input_type="query", instruction=self.instruction,
                             max_tokens=self.max_tokens, dimensions=self.dimensions,
                             batch_tokens=engine.batch_tokens, document_column=document_column)
@@ -61,12 +64,13 @@ class VectorTable:
 
 def open_vector_table(table: str, db_uri: str, text_column: str | None, query_instruction: str | None,
                       storage_options: dict[str, Any], top_k: int, dtype: str,
-                      section: str = "candidates", search: str = "exact") -> VectorTable:
+                      section: str = "candidates", search: str = "exact", adapter: str | None = None) -> VectorTable:
     """The table, and how queries must be embedded to search it (its own recorded provenance).
 
     `text_column`: None when the documents' text is not needed; `section`: the config section
     errors name (`<section>.table`, `<section>.text_column`); `search`: `<section>.search`, auto / exact /
-    index (auto: the table's vector index where it has one, operators/retrieve/top_k.py)."""
+    index (auto: the table's vector index where it has one, operators/retrieve/top_k.py); `adapter`:
+    `<section>.adapter`, where the table's LoRA adapter is now (default: where the table records it)."""
     uri = table_uri(db_uri, table)
     options = lance_storage_options(storage_options)
     ds = open_dataset(uri, options)
@@ -84,9 +88,8 @@ def open_vector_table(table: str, db_uri: str, text_column: str | None, query_in
         model = load_model_spec(prov["model"])
     except ModelNotFoundError as err:
         raise ConfigError(f"{section}.table: the table was embedded with {err}") from None
-    if prov.get("adapter"):  # the base model's query vectors would not be comparable with the adapted ones
-        raise ConfigError(f"{section}.table: {table!r} was embedded with a LoRA adapter (model.adapter, content "
-                          f"{prov['adapter']}); embedding queries with it here is not supported yet")
+    # the base model's query vectors would not be comparable with the adapted ones: the same adapter, or an error
+    lora = table_adapter(prov, adapter, storage_options, model, f"{section}.adapter")
     if query_instruction is not None:
         instruction = query_instruction
     elif prov.get("input_type") == "query":
@@ -94,7 +97,7 @@ def open_vector_table(table: str, db_uri: str, text_column: str | None, query_in
     else:
         instruction = DEFAULT_QUERY_INSTRUCTION if model.appends_end_token else ""
     emb = QueryEmbedding(model=model, instruction=instruction, dimensions=int(prov["dimensions"]),
-                         max_tokens=int(prov["max_tokens"]), dtype=dtype)
+                         max_tokens=int(prov["max_tokens"]), dtype=dtype, adapter=lora)
     indexed = has_vector_index(ds)
     if search == "index" and not indexed:
         raise ConfigError(f"{section}.search: index, but table {table!r} has no vector index yet (upkeep builds one "

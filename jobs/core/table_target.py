@@ -68,6 +68,10 @@ def record_engine_dtype(target: TableTarget, dtype: str) -> tuple[TableTarget, s
     update = {**have, "dtypes": held}
     if want.get("revision") is not None:
         update["revision"] = want["revision"]  # sync over a new revision: re-embeds every row
+    for key in ("adapter", "adapter_uri"):  # sync with another adapter (or none): re-embeds every row too
+        update.pop(key, None)
+        if want.get(key):
+            update[key] = want[key]
     if update != have:
         target.provenance_update = update
     others = [d for d in (have.get("dtypes") or []) if d != dtype]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.core.adapters import checked_adapter
+from jobs.core.adapters import checked_adapter, recorded_uri
 from jobs.core.batching import rows_per_batch, text_tokens
 from jobs.core.config import ConfigError
 from jobs.core.inputs import SourceRows, mean_chars, sample_rows, scan_input
@@ -155,7 +155,8 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     adapter = checked_adapter(m.adapter, m.storage_options, model, m.name, m.adapter_base_check)
     provenance = Provenance(model=m.name, instruction=m.effective_instruction, input_type=m.input_type.value,
                             dimensions=dimensions, max_tokens=max_tokens, revision=weights_revision(cfg, model),
-                            adapter=adapter.content_hash if adapter else None)
+                            adapter=adapter.content_hash if adapter else None,
+                            adapter_uri=recorded_uri(m.adapter) if adapter and m.adapter else None)
     extra_fields = [shards[0].schema.field(c) for c in src.columns]
     schema = main_schema(dimensions, sink.vector_dtype.value, extra_fields,
                          {**provenance.recorded(), "vector_dtype": sink.vector_dtype.value})

@@ -19,6 +19,9 @@ class EvalTableConfig(StrictModel):
                              "[<text column>] to keep it).")
     query_instruction: str | None = Field(None, description="Override the instruction the table records for "
                                           "queries (Qwen3: `Instruct: {task}\\nQuery:`).")
+    adapter: str | None = Field(
+        None, description="Where the LoRA adapter the table was embedded with is now, if it moved (default: where "
+        "the table records it; its content must be the same adapter).")
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 

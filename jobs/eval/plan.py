@@ -116,7 +116,7 @@ def plan_eval(cfg: EvalJobConfig) -> EvalPlan:
     fs, shards = input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri", q.retry.policy())
     try:
         table = open_vector_table(t.name, t.uri, t.text_column if e.rerank else None, t.query_instruction,
-                                  t.storage_options, 1, cfg.dtype.value, section="table")
+                                  t.storage_options, 1, cfg.dtype.value, section="table", adapter=t.adapter)
     except ConfigError as err:
         raise ConfigError(str(err).replace("table.table:", "table.name:", 1)) from None
     ds, emb = table.dataset, table.embedding

@@ -32,6 +32,7 @@ class MineCandidatesConfig(StrictModel):
     table: str = Field(description="A table written by `batch-embed embed` that keeps its text.")
     text_column: str = "text"
     query_instruction: str | None = Field(None, description="As in `batch-embed rerank`'s candidates section.")
+    adapter: str | None = Field(None, description="As in `batch-embed rerank`'s candidates section.")
     queries_per_scan: int = Field(1024, ge=1)
     search: Literal["auto", "exact", "index"] = Field(
         "auto", description="auto: the table's vector index where it has one (ANN, hits rescored exactly), else "

@@ -32,7 +32,7 @@ def plan_mine_job(cfg: MineJobConfig) -> MinePlan:
                               p.retry.policy())
     # One more candidate than considered: the positive itself is often in the table, and is dropped.
     table = open_vector_table(c.table, c.uri, c.text_column, c.query_instruction, c.storage_options,
-                              rules.range_max + 1, cfg.dtype.value, search=c.search)
+                              rules.range_max + 1, cfg.dtype.value, search=c.search, adapter=c.adapter)
     emb = table.embedding
     sample = sample_rows(fs, shards[0], [p.query_column, p.positive_column])
     query_chars, positive_chars = mean_chars(sample.column(0)), mean_chars(sample.column(1))

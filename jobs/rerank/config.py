@@ -45,6 +45,9 @@ class CandidatesConfig(StrictModel):
     query_instruction: str | None = Field(
         None, description="Instruction the queries are embedded with. Default: the table's own if it holds "
         "queries, else the model card's web-search one for last-token (Qwen3) models and none for others.")
+    adapter: str | None = Field(
+        None, description="Where the LoRA adapter the table was embedded with is now, if it moved (default: where "
+        "the table records it; its content must be the same adapter).")
     queries_per_scan: int = Field(1024, ge=1, description="Queries searched together in one pass over the table.")
     search: Literal["auto", "exact", "index"] = Field(
         "auto", description="auto: the table's vector index where it has one (ANN, hits rescored exactly), else "

@@ -100,7 +100,7 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
         fs, shards = input_shards(q.uri, q.storage_options, query_columns(q), "queries.uri", q.retry.policy())
         table = open_vector_table(cand.table, cfg.candidates_uri, cand.text_column, cand.query_instruction,
                                   cand.storage_options or cfg.sink.storage_options, cand.top_k, cfg.model.dtype.value,
-                                  search=cand.search)
+                                  search=cand.search, adapter=cand.adapter)
         query_embedding, retrieval = table.embedding, table.retrieval
         query_chars = mean_chars(sample_rows(fs, shards[0], [q.text_column]).column(0))
         query_rows_per_batch = rows_per_batch(eng.batch_tokens, text_tokens(query_chars, query_embedding.max_tokens))

@@ -41,14 +41,17 @@ class Provenance:
     max_tokens: int
     revision: str | None = None  # the model's weights (operators/infer/model_revision.py); None: not recorded
     adapter: str | None = None  # model.adapter's content hash (operators/infer/lora_adapter.py); None: none
+    # Where the adapter was read from: not part of the recipe (a moved adapter is the same adapter), recorded so
+    # that eval, rerank and mine can embed queries with it (they check its content against `adapter`).
+    adapter_uri: str | None = None
 
     def fingerprint(self, digest: str) -> str:
         return fingerprint(digest, self.model, self.instruction, self.input_type, self.dimensions, self.max_tokens,
                            self.revision, self.adapter)
 
     def recorded(self) -> dict[str, object]:
-        """What the table's metadata records (no `adapter` key where none is applied, as before adapters)."""
-        return {k: v for k, v in asdict(self).items() if k != "adapter" or v}
+        """What the table's metadata records (no adapter keys where none is applied, as before adapters)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("adapter", "adapter_uri") or self.adapter}
 
 
 # --- vectorised 64-bit hashes, for what is only compared within a run (ids, fingerprints, copied columns) ---
