@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.core.config import ConfigError, parse_config
+from jobs.core.metrics import evaluate
+from jobs.core.ranking import reranked_order
 from jobs.demo_corpus.job import write_retrieval_set
 from jobs.eval.config import EvalJobConfig
-from jobs.eval.metrics import evaluate
-from jobs.eval.pipeline import reranked_order
 from tests.conftest import job_config, run_job
 from tests.reference import qwen3_rerank_reference
 

@@ -1,7 +1,8 @@
 """What every job's command shares: `--config` / `--set`, loading the config, starting Ray, exit codes.
 
 Exit codes: 0 done; 2 bad config (nothing started); 3 the table is locked by another
-writer; 4 storage unreachable past the retry budget; 5 done, but shards were skipped.
+writer; 4 storage unreachable past the retry budget; 5 done, but shards were skipped;
+6 a gated rebuild failed its gate (the table unchanged, jobs/embed/gate.py).
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def run_command(args: argparse.Namespace, schema: type, run_job: Callable[[Any],
         print(f"source error:\n{source_message(err)}", file=sys.stderr)
         return 4
     print(summary.render())
+    gate = getattr(summary, "gate", None)
+    if gate is not None and not gate["passed"]:
+        print(f"gate failed: {gate['reason']}", file=sys.stderr)
+        return 6
     return 5 if getattr(summary, "bad_shards", None) else 0
 
 

@@ -33,7 +33,7 @@ from operators.prepare.table_index import INDEX_ROWS_PER_ACTOR, IndexClient, Tab
 from operators.storage import fsspec_options
 from operators.write import progress as prog
 from operators.write.lance_committer import LanceCommitter
-from operators.write.run_ledger import open_dataset, remove_orphans
+from operators.write.run_ledger import drop_candidates, open_dataset, remove_orphans
 from operators.write.table_lock import TableLock
 
 log = logging.getLogger("batch_embed")
@@ -76,6 +76,7 @@ class CommittedRun:
         self._commit_s = 0.0
         self.committer: LanceCommitter | None = None
         self.orphans_removed = 0
+        self.candidate_version: int | None = None  # a gated rebuild's detached version (stage)
         self.seconds = 0.0
         self.actor_timeline: dict[str, list[list[float]]] | None = None  # {pool: [[seconds, alive actors], ...]}
         self.throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...]
@@ -161,6 +162,16 @@ class CommittedRun:
             bar.close()
         self.actor_timeline, self._throughput = timeline.points, throughput
 
+    def stage(self) -> int:
+        """overwrite with a gate: every row accounted for, the rebuilt table committed as a detached version
+        (its number), which readers do not see; `finish` then publishes it, or the run ends without."""
+        assert self.committer is not None
+        self.check_accounting()
+        self.lock.check()
+        self.candidate_version = self.committer.stage()
+        log.info("sink.table %s: candidate staged as detached version %d", self.sink.table, self.candidate_version)
+        return self.candidate_version
+
     def finish(self, deletes: dict[int, list[str]] | None = None) -> None:
         """The last commit (marking the run complete, with `deletes` {fragment: ids}), then orphan clean-up.
 
@@ -172,14 +183,22 @@ class CommittedRun:
         started = time.monotonic()
         self.committer.finish(deletes)
         self._commit_s += time.monotonic() - started
-        self.throughput = self._throughput.close()
-        self.time_split = self._time_split()
+        self.close_unpublished()
         # Files of killed attempts were never committed; removing them needs the lock this run still
         # holds. (A retried writer task's files are newer than this attempt: the next run removes them.)
         sink = self.target.sink
+        fs_options = fsspec_options(sink.main_uri, self.sink.storage_options)
+        # Candidates refused by earlier gated runs; this run's own too once it is published.
+        drop_candidates(sink.main_uri, fs_options, older_than=time.time() if self.candidate_version else self._started)
         self.orphans_removed = remove_orphans(sink.main_uri, sink.rejected_uri, storage_options=sink.storage_options,
-                                              fs_options=fsspec_options(sink.main_uri, self.sink.storage_options),
+                                              fs_options=fs_options,
                                               older_than=self._started)
+        self.seconds = time.monotonic() - self._t0
+
+    def close_unpublished(self) -> None:
+        """The run's timings, for the summary (`finish` ends with this; a refused gated rebuild ends here)."""
+        self.throughput = self._throughput.close()
+        self.time_split = self._time_split()
         self.seconds = time.monotonic() - self._t0
 
     def check_accounting(self) -> None:

@@ -76,9 +76,9 @@ def input_shards(uri: str, storage_options: dict[str, Any], columns: list[tuple[
     return fs, shards
 
 
-def query_columns(q: Any) -> list[tuple[str, str]]:
+def query_columns(q: Any, section: str = "queries") -> list[tuple[str, str]]:
     """The (setting, column) pairs of a `queries:` section."""
-    return [("queries.id_column", q.id_column), ("queries.text_column", q.text_column)]
+    return [(f"{section}.id_column", q.id_column), (f"{section}.text_column", q.text_column)]
 
 
 def sample_rows(fs: Any, shard: ShardInfo, columns: list[str], rows: int = SAMPLE_ROWS) -> pa.Table:

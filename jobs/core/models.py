@@ -64,18 +64,25 @@ class VectorTable:
 
 def open_vector_table(table: str, db_uri: str, text_column: str | None, query_instruction: str | None,
                       storage_options: dict[str, Any], top_k: int, dtype: str,
-                      section: str = "candidates", search: str = "exact", adapter: str | None = None) -> VectorTable:
+                      section: str = "candidates", search: str = "exact", adapter: str | None = None,
+                      version: int | None = None) -> VectorTable:
     """The table, and how queries must be embedded to search it (its own recorded provenance).
 
     `text_column`: None when the documents' text is not needed; `section`: the config section
     errors name (`<section>.table`, `<section>.text_column`); `search`: `<section>.search`, auto / exact /
     index (auto: the table's vector index where it has one, operators/retrieve/top_k.py); `adapter`:
-    `<section>.adapter`, where the table's LoRA adapter is now (default: where the table records it)."""
+    `<section>.adapter`, where the table's LoRA adapter is now (default: where the table records it); `version`:
+    a version of the table other than its current one (a gated rebuild's candidate, jobs/embed/gate.py)."""
     uri = table_uri(db_uri, table)
     options = lance_storage_options(storage_options)
     ds = open_dataset(uri, options)
     if ds is None:
         raise ConfigError(f"{section}.table: no table {table!r} at {db_uri}")
+    if version is not None and version != ds.version:
+        try:
+            ds = ds.checkout_version(version)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"{section}.version: table {table!r} has no version {version} ({err})") from None
     prov = read_provenance(ds.schema)
     if prov is None:
         raise ConfigError(f"{section}.table: {uri} was not written by batch-embed embed (no provenance metadata), "

@@ -218,6 +218,14 @@ class QueriesConfig(StrictModel):
     retry: ReadRetryConfig = Field(default_factory=ReadRetryConfig, description="Retries of reads, as source.retry.")
 
 
+class QrelsConfig(StrictModel):
+    uri: str = Field(description="Parquet of relevance judgements (local or s3://).")
+    query_id_column: str = "query_id"
+    doc_id_column: str = "doc_id"
+    relevance_column: str = "relevance"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
 DEFAULT_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
 
 

@@ -27,6 +27,7 @@ from jobs.core.sections import (
     TableSinkConfig,
     UpkeepConfig,
 )
+from jobs.embed.gate import GateConfig
 from operators.infer.prompts import DEFAULT_QUERY_INSTRUCTION
 
 # Columns the job writes itself; a copied source column may not take these names.
@@ -244,6 +245,8 @@ class EmbedJobConfig(StrictModel):
     run: RunConfig = Field(default_factory=RunConfig)
     rerank: RerankSection | None = Field(None, description="Rerank a query set against the table once it is built.")
     upkeep: UpkeepConfig = Field(default_factory=UpkeepConfig, description="Indexes, compaction, old versions.")
+    gate: GateConfig | None = Field(None, description="Publish an overwrite only if retrieval on judged queries "
+                                    "passes (jobs/embed/gate.py).")
 
     @model_validator(mode="after")
     def _rerank_reads_the_text(self) -> EmbedJobConfig:
@@ -261,4 +264,7 @@ class EmbedJobConfig(StrictModel):
     def _sync_settings_need_sync_mode(self) -> EmbedJobConfig:
         if self.sync.delete_missing and self.sink.mode is not SinkMode.sync:
             raise ValueError(".sync: delete_missing applies to sink.mode: sync only")
+        if self.gate is not None and self.sink.mode is not SinkMode.overwrite:
+            raise ValueError(".gate: gates a rebuild, sink.mode: overwrite (other modes make rows live as they "
+                             "commit)")
         return self

@@ -16,6 +16,7 @@ from jobs.core.engine_pool import cpu_engine_dtype, engine_pool_args, resolve_gp
 from jobs.core.paths import run_stamp, summary_path
 from jobs.core.summary import write_summary
 from jobs.core.table_target import record_engine_dtype
+from jobs.embed.gate import judge
 from jobs.embed.plan import EmbedPlan
 from jobs.embed.summary import RunSummary, summarize
 from operators.infer.embedder import Embedder
@@ -135,10 +136,23 @@ def run_pipeline(plan: EmbedPlan, lock: TableLock) -> RunSummary:
             sync = mode == "sync"
             index = run.table_index("fingerprint" if sync else None, plan.compared_columns if sync else ())
         run.consume(build_pipeline(plan, gpus, run.registry, index, dtype, run.ledger))
-        run.finish(final_deletes(plan, run.registry))
-        upkeep_report = upkeep(plan)  # still under the lease
+        verdict = None
+        if plan.gate is not None:  # the rebuild is judged before readers can see it
+            verdict = judge(plan.gate, cfg.sink, cfg.engine, run.stage(), target.main_version, gpus,
+                            dtype or cfg.model.dtype.value, run.ledger)
+        upkeep_report = None
+        if verdict is None or verdict.passed:
+            run.finish(final_deletes(plan, run.registry))
+            upkeep_report = upkeep(plan)  # still under the lease
+        else:
+            run.close_unpublished()
     summary = summarize(plan, run, gpus, upkeep_report, deletes_skipped(plan))
     summary.engine_dtype, summary.dtype_note = recorded, dtype_note
+    if verdict is not None:
+        summary.gate = verdict.to_dict()
+        if not verdict.passed:  # what the candidate holds; the table keeps its version
+            summary.rows_written, summary.rows_rejected = run.committer.main.pending_rows, 0
+            summary.table_version = run.committer.main.base_version or None
     path = cfg.run.summary_path or summary_path(cfg.sink.uri, cfg.sink.table, run_stamp(started))
     write_summary(summary, path, fsspec_options(path, cfg.sink.storage_options))
     return summary

@@ -21,6 +21,7 @@ from jobs.core.inputs import SourceRows, mean_chars, sample_rows, scan_input
 from jobs.core.models import checked_model
 from jobs.core.table_target import TableTarget, existing_provenance, plan_table
 from jobs.embed.config import EmbedJobConfig
+from jobs.embed.gate import GatePlan, plan_gate
 from operators.infer.embedder import EmbedderSpec
 from operators.infer.engine import EngineSpec
 from operators.infer.lora_adapter import AdapterPayload
@@ -56,6 +57,7 @@ class EmbedPlan(SourceRows):
     rows_per_batch: int
     bad_shards: list[BadShard] = field(default_factory=list)  # left out (source.on_bad_shard: skip)
     adapter: AdapterPayload | None = None  # model.adapter, checked, as the engines get it
+    gate: GatePlan | None = None  # gate: the judged queries a rebuild must pass before it is published
 
     @property
     def compared_columns(self) -> tuple[str, ...]:
@@ -166,6 +168,7 @@ def plan_embed_job(cfg: EmbedJobConfig) -> EmbedPlan:
     return EmbedPlan(
         config=cfg, fs=fs, shards=shards, model=model, max_tokens=max_tokens, dimensions=dimensions,
         provenance=provenance, target=target, adapter=adapter.payload() if adapter else None,
+        gate=plan_gate(cfg.gate, dimensions),
         rows_per_batch=rows_per_batch(cfg.engine.batch_tokens, text_tokens(chars, max_tokens)),
         bad_shards=bad,
     )

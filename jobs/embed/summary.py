@@ -7,6 +7,7 @@ from typing import Any
 
 from jobs.core.paths import rejected_table
 from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts, render_time_split
+from jobs.embed.gate import GateVerdict
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RunSummary(JobSummary):
     throughput: list[list[float]] | None = None  # [[seconds, source rows done, tokens], ...] for the report
     time_split: dict[str, Any] | None = None  # start-up, engines busy / waiting, writing, committing
     report_path: str | None = None
+    gate: dict[str, Any] | None = None  # the gate's verdict (jobs/embed/gate.py GateVerdict), when the config has one
 
     @property
     def rows_per_s(self) -> float:
@@ -86,6 +88,8 @@ class RunSummary(JobSummary):
                          "kept what it committed)")
         for path, why in sorted(self.bad_shards.items()):
             lines.append(f"SKIPPED SHARD  {path}: {why}")
+        if self.gate is not None:
+            lines.append(GateVerdict(**self.gate).render())
         lines += self.path_lines()
         if self.upkeep is not None:
             lines.append(self.upkeep.render())

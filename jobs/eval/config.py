@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from jobs.core.config import StrictModel
-from jobs.core.sections import EngineConfig, ModelDtype, QueriesConfig, RerankModelConfig, RunConfig
-from jobs.eval.metrics import DEFAULT_METRICS, check_metric
+from jobs.core.metrics import DEFAULT_METRICS, check_metric
+from jobs.core.sections import EngineConfig, ModelDtype, QrelsConfig, QueriesConfig, RerankModelConfig, RunConfig
 
 
 class EvalTableConfig(StrictModel):
@@ -22,14 +22,8 @@ class EvalTableConfig(StrictModel):
     adapter: str | None = Field(
         None, description="Where the LoRA adapter the table was embedded with is now, if it moved (default: where "
         "the table records it; its content must be the same adapter).")
-    storage_options: dict[str, Any] = Field(default_factory=dict)
-
-
-class QrelsConfig(StrictModel):
-    uri: str = Field(description="Parquet of relevance judgements (local or s3://).")
-    query_id_column: str = "query_id"
-    doc_id_column: str = "doc_id"
-    relevance_column: str = "relevance"
+    version: int | None = Field(None, description="A version of the table other than its current one, e.g. a "
+                                "gated rebuild's refused candidate (the embed summary names it).")
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 

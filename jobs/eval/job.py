@@ -15,10 +15,10 @@ from datetime import datetime, timezone
 from jobs.core.command import add_arguments as add_job_arguments
 from jobs.core.command import init_ray, run_command
 from jobs.core.engine_pool import resolve_gpus
+from jobs.core.metrics import evaluate
 from jobs.core.paths import run_stamp, summary_path
 from jobs.core.summary import write_summary
 from jobs.eval.config import EvalJobConfig
-from jobs.eval.metrics import evaluate
 from jobs.eval.pipeline import build_pipeline, collect
 from jobs.eval.plan import plan_eval
 from jobs.eval.summary import EvalSummary

@@ -61,6 +61,22 @@ class TableCommits:
         tx = lance.Transaction(read_version=self.version, operation=op, transaction_properties=props)
         self.version = lance.LanceDataset.commit(self.uri, tx, storage_options=self.storage_options).version
 
+    def stage(self) -> int:
+        """The run's whole Overwrite as a detached version (readers keep seeing the current one): the candidate a
+        gate judges. Publishing commits the same fragments again as the table's next version; nothing is copied."""
+        import lance
+
+        assert self.replace and self.version is None, "only a rebuild (overwrite) is staged"
+        if self.base_version == 0:
+            # Lance cannot create a dataset by a detached commit: a first rebuild starts from an empty table
+            # (no rows, no run of ours in its ledger), which is what readers see until the gate passes.
+            self.base_version = lance.LanceDataset.commit(self.uri, lance.LanceOperation.Overwrite(self.schema, []),
+                                                          storage_options=self.storage_options).version
+        op = lance.LanceOperation.Overwrite(self.schema, self.pending)
+        props = {**self.props, ledger.PROGRESS: prog.dumps(self.pending_progress), ledger.STATE: "candidate"}
+        tx = lance.Transaction(read_version=self.base_version, operation=op, transaction_properties=props)
+        return lance.LanceDataset.commit(self.uri, tx, storage_options=self.storage_options, detached=True).version
+
     def commit(self, complete: bool = False) -> None:
         import lance
 
@@ -153,6 +169,13 @@ class LanceCommitter:
             self._commit(complete=False)
             return True
         return False
+
+    def stage(self) -> int:
+        """overwrite with a gate: the rebuilt table as a detached version of the vector table (its number);
+        `finish` publishes it, or nothing does and the current version stays."""
+        assert self.mode == "overwrite"
+        faults.point("before_stage")
+        return self.main.stage()
 
     def finish(self, deletes: dict[int, list[str]] | None = None) -> None:
         """Last commit, marked complete; `deletes` (sync's rows gone from the source) go in it atomically."""

@@ -67,16 +67,50 @@ def max_fragment_id(ds: Any | None) -> int:
     return max(ids) if ids else -1
 
 
-def referenced_data_files(uri: str, ds: Any, storage_options: dict[str, str] | None) -> set[str]:
-    """Names of the data files any version of `ds` references (time travel must keep them all)."""
+def referenced_data_files(uri: str, ds: Any, storage_options: dict[str, str] | None,
+                          fs_options: dict[str, Any] | None = None) -> set[str]:
+    """Names of the data files any version of `ds` references (time travel must keep them all), and with
+    `fs_options` (how to list the table's folder) those of its kept candidates (`drop_candidates`)."""
+    import fsspec.core
     import lance
 
+    fs, root = fsspec.core.url_to_fs(uri, **fs_options) if fs_options is not None else (None, "")
+    kept = [v for v, _ in candidate_versions(uri, fs, root)] if fs is not None else []
     names: set[str] = set()
-    for v in ds.versions():
-        at = lance.dataset(uri, version=v["version"], storage_options=storage_options or None)
+    for version in [v["version"] for v in ds.versions()] + kept:
+        at = lance.dataset(uri, version=version, storage_options=storage_options or None)
         for fragment in at.get_fragments():
             names.update(f.path.rsplit("/", 1)[-1] for f in fragment.data_files())
     return names
+
+
+def candidate_versions(uri: str, fs: Any, root: str) -> list[tuple[int, str]]:
+    """Detached versions of a table (gated rebuilds not published, jobs/embed/gate.py): (version, manifest path)."""
+    try:
+        listing = fs.ls(f"{root.rstrip('/')}/_versions", detail=False)
+    except FileNotFoundError:
+        return []
+    found = []
+    for path in listing:
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("d") and name.endswith(".manifest") and name[1:-9].isdigit():
+            found.append((int(name[1:-9]), path))
+    return sorted(found)
+
+
+def drop_candidates(uri: str, fs_options: dict[str, Any] | None, older_than: float) -> list[int]:
+    """Forget the refused candidates of earlier gated runs (their manifests; `remove_orphans` then removes
+    their files): a candidate stays inspectable until the next run that writes its table finishes."""
+    import fsspec.core
+
+    fs, root = fsspec.core.url_to_fs(uri, **(fs_options or {}))
+    dropped = []
+    for version, path in candidate_versions(uri, fs, root):
+        info = fs.info(path)
+        if _modified(info) < older_than:
+            fs.rm(path)
+            dropped.append(version)
+    return dropped
 
 
 def _modified(entry: dict[str, Any]) -> float:
@@ -111,7 +145,7 @@ def remove_orphans(*uris: str, storage_options: dict[str, str] | None = None,
                if e.get("type") == "file" and e["name"].endswith(".lance") and _modified(e) < older_than}
         if not old:
             continue  # the common case: no killed attempt left files, and no version walk is needed
-        for name in set(old) - referenced_data_files(uri, ds, storage_options):
+        for name in set(old) - referenced_data_files(uri, ds, storage_options, fs_options or {}):
             fs.rm(old[name])
             removed += 1
     return removed

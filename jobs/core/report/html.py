@@ -111,7 +111,21 @@ def _embed_section(d: dict[str, Any]) -> str:
                      'listing; this sync kept what it committed</p>')
     if d.get("dtype_note"):
         parts.append(f'<p class="bad">{escape(str(d["dtype_note"]))}</p>')
+    if isinstance(d.get("gate"), dict):
+        parts.append(_gate_section(d["gate"]))
     return "".join(parts)
+
+
+def _gate_section(g: dict[str, Any]) -> str:
+    """The gate's verdict: both tables' scores side by side, the bars, and where a refused candidate is."""
+    verdict = "passed: published" if g.get("passed") else f"FAILED: not published ({g.get('reason')})"
+    rows = [[f"candidate (version {g.get('candidate_version')})", g.get("candidate")]]
+    if g.get("current") is not None:
+        rows.append([f"replaced table (version {g.get('current_version')})", g.get("current")])
+    bars = ", ".join(f"{k} {g[k]}" for k in ("min", "max_drop") if g.get(k) is not None)
+    return (f"<h2>Gate: {escape(str(g.get('metric')))} at {g.get('dimensions')} dims</h2>"
+            f'<p class="{"" if g.get("passed") else "bad"}">{escape(verdict)}; bars: {escape(bars)}; '
+            f"{g.get('queries')} judged queries</p>" + _table(["table", str(g.get("metric"))], rows))
 
 
 def _rerank_section(d: dict[str, Any]) -> str:
