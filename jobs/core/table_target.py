@@ -111,7 +111,7 @@ def plan_table(sink: Any, schema: pa.Schema, listing: list[tuple[str, int]], cre
     return TableTarget(
         sink=SinkSpec(main_uri=main_uri, rejected_uri=rejected_uri, schema=schema, storage_options=options,
                       read_version=main_ds.version if main_ds is not None else None,
-                      max_rows_per_file=sink.rows_per_fragment),
+                      max_rows_per_file=sink.rows_per_fragment, replaces=mode == "overwrite"),
         main_version=main_ds.version if main_ds is not None else None,
         rejected_version=rejected_ds.version if rejected_ds is not None else None,
         run_id=resume[0] if resume else uuid.uuid4().hex,

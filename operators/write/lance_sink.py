@@ -102,6 +102,9 @@ class SinkSpec:
     rejected_schema: pa.Schema = REJECTED_SCHEMA
     read_version: int | None = None  # the main table's version the run was planned on (row addresses hold there)
     max_rows_per_file: int = 10_000  # sink.rows_per_fragment
+    # overwrite: the fragments replace the table, whose schema may differ (another model's size, vector dtype or
+    # columns); Lance checks appended fragments against the current schema, which would fail after the embedding.
+    replaces: bool = False
 
 
 class LanceFragmentWriter:
@@ -156,7 +159,8 @@ class LanceFragmentWriter:
             if recolumned.num_rows:
                 good = pa.concat_tables([good, self._stored_vectors(recolumned).select(good.column_names)])
             frags = write_fragments(self._main_rows(good), self.spec.main_uri, schema=self.spec.schema,
-                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts)
+                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts,
+                                    mode="overwrite" if self.spec.replaces else "append")
             replaces: dict[int, list[str]] = {}
             for row_id, frag in zip(good.column("id").to_pylist(), good.column("old_fragment").to_pylist(),
                                     strict=True):

@@ -88,7 +88,8 @@ class RerankFragmentWriter:
         if good.num_rows:
             pairs = self._pairs(good)
             frags = write_fragments(pairs, self.spec.main_uri, schema=self.spec.schema,
-                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts)
+                                    max_rows_per_file=self.spec.max_rows_per_file, storage_options=opts,
+                                    mode="overwrite" if self.spec.replaces else "append")  # lance_sink.SinkSpec
             tokens = int(pc.sum(good.column("n_tokens")).as_py() or 0)
             if "query_tokens" in good.column_names:
                 tokens += int(pc.sum(good.column("query_tokens")).as_py() or 0)
