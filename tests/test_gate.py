@@ -112,7 +112,8 @@ def test_a_failed_gate_exits_6_and_leaves_the_table_as_it_was(tiny_qwen3, judged
             "model.input_type=query", f"model.instruction={MODEL['instruction']}", "model.dimensions=null",
             "model.max_tokens=48", "model.dtype=float32", "engine.actors.min=1", "engine.actors.max=1",
             "engine.gpus_per_actor=0", "engine.cpus_per_actor=1", "engine.batch_tokens=2048", f"sink.uri={db}",
-            "sink.table=docs",            f"gate.queries.uri={judged['queries']['uri']}", f"gate.qrels.uri={judged['qrels']['uri']}",
+            "sink.table=docs", f"gate.queries.uri={judged['queries']['uri']}",
+            f"gate.qrels.uri={judged['qrels']['uri']}",
             "gate.metric=mrr@10", "gate.min=0.5", "gate.max_drop=0.02", "run.progress=false"]
     assert run_exit_code("configs/rollout.yaml", sets) == 0
     passed = json.loads(sorted((db / "_runs").glob("docs-*.json"))[-1].read_text())
