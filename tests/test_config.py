@@ -135,7 +135,7 @@ def test_shipped_configs_validate():
 
     schemas = {"demo.yaml": EmbedJobConfig, "nightly.yaml": EmbedJobConfig, "rerank-pairs.yaml": RerankJobConfig,
                "rerank-queries.yaml": RerankJobConfig, "mine.yaml": MineJobConfig, "maintain.yaml": MaintainJobConfig,
-               "eval.yaml": EvalJobConfig}
+               "eval.yaml": EvalJobConfig, "rollout.yaml": EmbedJobConfig}
     configs = Path(__file__).parent.parent / "configs"
     assert {p.name for p in configs.glob("*.yaml")} == set(schemas), "a config without a schema check"
     for name, schema in schemas.items():
