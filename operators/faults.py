@@ -7,8 +7,9 @@
   kill this process, or another, from outside at a known moment.
 
 Points: `before_commit`, `mid_commit` (rejected table committed, vectors not),
-`after_commit` on the driver; `embed_batch` inside an embedding actor; `read_shard`
-in a read task, before it opens its shard.
+`after_commit` on the driver; `before_stage` (a gated overwrite, before its candidate is
+committed detached) and `after_gate` (judged, not yet published) on the driver;
+`embed_batch` inside an embedding actor; `read_shard` in a read task, before it opens its shard.
 """
 
 from __future__ import annotations
