@@ -88,8 +88,8 @@ def test_a_failed_gate_exits_6_and_leaves_the_table_as_it_was(tiny_qwen3, judged
     live = open_dataset(str(db / "docs.lance"), None)
     assert live.version == version and table_vectors(db) == before  # readers see yesterday's table, untouched
 
-    # The candidate is inspectable: batch-embed eval opens it by the version the summary names, and scores it
-    # as the gate did (the same metric code).
+    # The candidate is inspectable: batch-embed eval opens it by the version the summary names and scores it
+    # as the gate did (the same metric code), side by side with the current table (compare:).
     summary = json.loads(sorted((db / "_runs").glob("docs-*.json"))[-1].read_text())
     gate = summary["gate"]
     assert gate["passed"] is False and gate["candidate"] < 0.5 and gate["queries"] == len(ROWS)
@@ -98,11 +98,16 @@ def test_a_failed_gate_exits_6_and_leaves_the_table_as_it_was(tiny_qwen3, judged
     from jobs.eval.config import EvalJobConfig
     from jobs.eval.job import run as run_eval
 
-    candidate = run_eval(parse_config({"table": {"uri": str(db), "name": "docs", "version": gate["candidate_version"]},
-                                       "queries": judged["queries"], "qrels": judged["qrels"], "dtype": "float32",
-                                       "eval": {"metrics": ["mrr@10"]}, "run": {"progress": False},
-                                       "output": {"path": str(tmp_path / "cand.json")}}, EvalJobConfig))
-    assert candidate.by_dims[128]["mrr@10"] == pytest.approx(gate["candidate"])
+    both = run_eval(parse_config({"table": {"uri": str(db), "name": "docs", "version": gate["candidate_version"]},
+                                  "compare": {}, "queries": judged["queries"], "qrels": judged["qrels"],
+                                  "dtype": "float32", "eval": {"metrics": ["mrr@10"]}, "run": {"progress": False},
+                                  "output": {"path": str(tmp_path / "both.json")}}, EvalJobConfig))
+    assert both.by_dims[128]["mrr@10"] == pytest.approx(gate["candidate"])
+    assert both.table_version == gate["candidate_version"] and both.compare["table_version"] == version
+    current = both.compare["dims"]["128"]["mrr@10"]
+    assert current > 0.9 and both.compare["delta"]["128"]["mrr@10"] == pytest.approx(gate["candidate"] - current,
+                                                                                   abs=1e-5)
+    assert "lead" in both.render() and "Side by side" in (tmp_path / "both.html").read_text()
     # The README's rollout: configs/rollout.yaml, pointed at this machine's files, the tiny model and a random
     # adapter (standing in for ms-swift's), rebuilds from the right texts (float16 vectors, as the config says,
     # over yesterday's float32 ones), passes against the current table (max_drop) and is published; the

@@ -27,6 +27,23 @@ class EvalTableConfig(StrictModel):
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
+class CompareTableConfig(StrictModel):
+    """`compare:`: evaluate a second table (or another version of the same one) on the same queries and
+    judgements, side by side; every key defaults to the `table:` section's."""
+
+    uri: str | None = None
+    name: str | None = None
+    version: int | None = Field(None, description="Default: the current version.")
+    query_instruction: str | None = None
+    adapter: str | None = None
+    storage_options: dict[str, Any] | None = None
+
+    def table(self, main: EvalTableConfig) -> EvalTableConfig:
+        """The table section this comparison stands for."""
+        given = self.model_dump(exclude_none=True)
+        return main.model_copy(update={"version": None, "adapter": None, "query_instruction": None, **given})
+
+
 class EvalSettings(StrictModel):
     metrics: list[str] = Field(list(DEFAULT_METRICS), min_length=1,
                                description="<metric>@<cutoff>: ndcg, recall, mrr, map, precision.")
@@ -65,6 +82,8 @@ class EvalJobConfig(StrictModel):
     queries: QueriesConfig
     qrels: QrelsConfig
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    compare: CompareTableConfig | None = Field(None, description="A second table or version to evaluate side by "
+                                               "side (before/after a rebuild).")
     reranker: RerankModelConfig | None = None
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output: EvalOutputConfig = Field(default_factory=EvalOutputConfig)

@@ -37,6 +37,7 @@ class EvalSummary(JobSummary):
     reranked: dict[str, float] | None = None
     rerank: dict[str, Any] | None = None  # model, top_k, dims the candidates came from
     time_split: dict[str, Any] | None = None  # engines' start-up, busy and waiting seconds (engine_clock.py)
+    compare: dict[str, Any] | None = None  # the `compare:` table's metrics per size and this table's lead (job.py)
     summary_path: str | None = None
     report_path: str | None = None
     kind: str = field(default="eval")
@@ -57,7 +58,7 @@ class EvalSummary(JobSummary):
             queries_rejected=self.queries_rejected, judgements=self.judgements,
             judgements_duplicated=self.judgements_duplicated, judged_docs_missing=self.judged_docs_missing,
             tokens=self.tokens, seconds=round(self.seconds, 3), time_split=self.time_split,
-            summary_path=self.summary_path, report_path=self.report_path,
+            summary_path=self.summary_path, report_path=self.report_path, compare=self.compare,
         )
         return d
 
@@ -80,8 +81,20 @@ class EvalSummary(JobSummary):
             + (f"  duplicated (highest kept) {self.judgements_duplicated:,}" if self.judgements_duplicated else ""),
             head,
             *rows,
+            *self.compare_lines(),
             f"time           {self.seconds:.1f} s   {self.tokens:,} tokens",
             *render_time_split(self.time_split),
         ]
         lines += self.path_lines()
         return "\n".join(lines)
+
+    def compare_lines(self) -> list[str]:
+        """The `compare:` table's rows under this table's, and this table's lead over it."""
+        c = self.compare
+        if not c:
+            return []
+        lines = [f"compared with  {c['table']}  (version {c['table_version']})  {c['model']}"]
+        for dim, values in c["dims"].items():
+            lines.append(f"{dim:>6} {'':>10} " + " ".join(f"{values[m]:>11.4f}" for m in self.metrics))
+            lines.append(f"{'lead':>6} {'':>10} " + " ".join(f"{c['delta'][dim][m]:>+11.4f}" for m in self.metrics))
+        return lines

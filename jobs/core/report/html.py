@@ -170,7 +170,21 @@ def _eval_section(d: dict[str, Any]) -> str:
             + '<div class="charts">' + chart
             + (bar_chart([(k, float(v)) for k, v in rejected], "Judged queries not ranked, by reason", "queries")
                if rejected else "")
-            + "</div>" + table + _time_split(d))
+            + "</div>" + table + _compare_section(d) + _time_split(d))
+
+
+def _compare_section(d: dict[str, Any]) -> str:
+    """`compare:`: both tables' metrics per size, side by side, and this table's lead."""
+    c, metrics = d.get("compare"), d.get("metrics") or []
+    if not isinstance(c, dict):
+        return ""
+    rows = []
+    for dim, other in c.get("dims", {}).items():
+        this = (d.get("dims") or {}).get(dim, {})
+        rows += [[f"{dim}: {d.get('table')} v{d.get('table_version')}", *[this.get(m) for m in metrics]],
+                 [f"{dim}: {c.get('table')} v{c.get('table_version')}", *[other.get(m) for m in metrics]],
+                 [f"{dim}: lead", *[f"{c['delta'][dim][m]:+.4f}" for m in metrics]]]
+    return "<h2>Side by side</h2>" + _table(["dims: table", *metrics], rows)
 
 
 def render_report(d: dict[str, Any]) -> str:
