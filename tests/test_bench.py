@@ -228,23 +228,9 @@ def test_small_bench_run_produces_every_figure(tmp_path):
         assert label in proc.stdout, label
 
 
-@pytest.mark.bench
-def test_autoscaling_pool_grows_under_backlog_and_shrinks_when_drained(tmp_path):
-    """actors {min: 1, max: 2}: a second engine joins while rows wait, and the pool ends at zero."""
-    out = tmp_path / "bench"
-    # The autoscaling run embeds the corpus's first quarter: 8,000 rows. With 3,000 (~25 s of backlog for one
-    # engine on the first machines) a faster machine drained the source about when the second engine came alive
-    # (~13 s after the first: it starts beside the busy one), and the test failed once.
-    proc, report = _bench(out, "--rows", "32000", "--only", "job_autoscale", "--autoscale-max", "2", timeout=900)
-    assert report["contenders"]["job_autoscale"]["rows"] == 8000
-    assert report["autoscaling"]["max"] == 2
-    counts = [n for _, n in report["autoscaling"]["timeline"]["Embedder"]]
-    assert counts[0] == 0 and max(counts) == 2, counts  # grew from one engine to two under the backlog
-    after = counts[counts.index(2):]
-    # shrank as the source drained: 2 -> 1 -> 0 where one engine ran out of rows first, 2 -> 0 where both
-    # did within 0.1 s of each other (seen with this 8,000-row run), never back up
-    assert after[-1] == 0 and after == sorted(after, reverse=True), counts
-    assert "autoscaling Embedder" in proc.stdout
+# The pool growing under a backlog is tested with simulated engines on a two-node cluster (tests/test_cluster.py,
+# 1 -> 4 engines): a real-engine version here embedded 8,000 rows (~6 minutes of CI) for the same property.
+# The run above checks the autoscaling contender's figure and that its pool ended at zero.
 
 
 @pytest.mark.bench
