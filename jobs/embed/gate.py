@@ -25,9 +25,6 @@ from jobs.core.sections import QrelsConfig, QueriesConfig
 
 log = logging.getLogger("batch_embed")
 
-GATE_FAILED_EXIT = 6
-
-
 class GateConfig(StrictModel):
     queries: QueriesConfig = Field(description="Judged queries (Parquet), embedded as `batch-embed eval` would.")
     qrels: QrelsConfig = Field(description="Their relevance judgements (Parquet).")

@@ -75,7 +75,7 @@ def referenced_data_files(uri: str, ds: Any, storage_options: dict[str, str] | N
     import lance
 
     fs, root = fsspec.core.url_to_fs(uri, **fs_options) if fs_options is not None else (None, "")
-    kept = [v for v, _ in candidate_versions(uri, fs, root)] if fs is not None else []
+    kept = [v for v, _ in candidate_versions(fs, root)] if fs is not None else []
     names: set[str] = set()
     for version in [v["version"] for v in ds.versions()] + kept:
         at = lance.dataset(uri, version=version, storage_options=storage_options or None)
@@ -84,7 +84,7 @@ def referenced_data_files(uri: str, ds: Any, storage_options: dict[str, str] | N
     return names
 
 
-def candidate_versions(uri: str, fs: Any, root: str) -> list[tuple[int, str]]:
+def candidate_versions(fs: Any, root: str) -> list[tuple[int, str]]:
     """Detached versions of a table (gated rebuilds not published, jobs/embed/gate.py): (version, manifest path)."""
     try:
         listing = fs.ls(f"{root.rstrip('/')}/_versions", detail=False)
@@ -105,7 +105,7 @@ def drop_candidates(uri: str, fs_options: dict[str, Any] | None, older_than: flo
 
     fs, root = fsspec.core.url_to_fs(uri, **(fs_options or {}))
     dropped = []
-    for version, path in candidate_versions(uri, fs, root):
+    for version, path in candidate_versions(fs, root):
         info = fs.info(path)
         if _modified(info) < older_than:
             fs.rm(path)
