@@ -8,6 +8,8 @@ applies Matryoshka truncation + re-normalisation with torch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -72,3 +74,22 @@ def qwen3_rerank_reference(model_dir, pairs, *, instruction=None, max_tokens=819
             pair = torch.log_softmax(torch.stack([logits[no_id], logits[yes_id]]), dim=0)
             scores.append(pair[1].exp().item())
     return np.array(scores, dtype=np.float32)
+
+
+def merged_model(base, adapter, out):
+    """peft's merge of `adapter` into `base`, saved with the base tokenizer (the reference's input).
+
+    The adapter is loaded on the class it was trained on, as peft needs: the causal-LM wrapper when its
+    tensor names carry the wrapper's `model.`, the bare model otherwise."""
+    import torch
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    with safe_open(str(Path(adapter) / "adapter_model.safetensors"), "np") as f:
+        wrapped = any(k.startswith("base_model.model.model.") for k in f.keys())
+    model = (AutoModelForCausalLM if wrapped else AutoModel).from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out

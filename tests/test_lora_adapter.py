@@ -77,6 +77,18 @@ def test_a_module_the_base_model_lacks_is_named(tiny_qwen3, tmp_path):
         check(adapter, tiny_qwen3)
 
 
+def test_an_adapter_on_the_output_head_is_refused(tiny_qwen3, tmp_path):
+    """Not served by vLLM on a pooling model; a reranker's head is rebuilt as the yes/no classifier."""
+    from safetensors.numpy import save_file
+
+    adapter = build_lora_adapter(tmp_path / "a", tiny_qwen3)
+    save_file({"base_model.model.lm_head.lora_A.weight": np.ones((8, 128), np.float32),
+               "base_model.model.lm_head.lora_B.weight": np.ones((1024, 8), np.float32)},
+              str(adapter / "adapter_model.safetensors"))
+    with pytest.raises(AdapterError, match="targets lm_head, the output head"):
+        check(adapter, tiny_qwen3)
+
+
 def test_half_a_pair_and_other_trained_weights_are_refused(tiny_qwen3, tmp_path):
     from safetensors.numpy import save_file
 
@@ -179,3 +191,26 @@ def test_queries_are_embedded_with_the_tables_own_adapter(tiny_qwen3, tmp_path):
         table_adapter({"model": "m"}, str(other), {}, model, "table.adapter")
     with pytest.raises(ConfigError, match="whose location it does not record; give its folder as table.adapter"):
         table_adapter({"model": "m", "adapter": spec.content_hash}, None, {}, model, "table.adapter")
+
+
+def test_a_reranker_adapter_is_checked_under_its_own_section(tiny_qwen3, tmp_path):
+    """rerank's `model.adapter`, eval's and mine's `reranker.adapter`: checked at plan time, errors naming the
+    section; a good one reaches the reranker's engine spec (vLLM's LoRA on the yes/no classifier model)."""
+    from jobs.core.config import ConfigError
+    from jobs.core.models import reranker_model
+    from jobs.core.sections import EngineConfig, RerankModelConfig
+
+    good = build_lora_adapter(tmp_path / "good", tiny_qwen3, prefix="base_model.model.model.")
+    cfg = RerankModelConfig(name=str(tiny_qwen3), max_tokens=160, adapter=str(good))
+    ranker = reranker_model(cfg, "reranker")
+    assert ranker.adapter_hash == check(good, tiny_qwen3).content_hash
+    spec = ranker.spec(cfg, EngineConfig(), 0)
+    assert spec.engine.adapter.content_hash == ranker.adapter_hash and spec.engine.hf_overrides
+    assert reranker_model(cfg.model_copy(update={"adapter": None})).adapter is None
+
+    with pytest.raises(ConfigError, match="reranker.adapter: .*missing adapter_config.json, adapter_model.safetensors"):
+        reranker_model(cfg.model_copy(update={"adapter": str(tmp_path)}), "reranker")
+    other = build_lora_adapter(tmp_path / "other", tiny_qwen3, base_name="Qwen/Qwen3-Reranker-4B")
+    with pytest.raises(ConfigError, match="model.adapter: .*not model.name .*set model.adapter_base_check: false"):
+        reranker_model(cfg.model_copy(update={"adapter": str(other)}))
+    assert reranker_model(cfg.model_copy(update={"adapter": str(other), "adapter_base_check": False})).adapter

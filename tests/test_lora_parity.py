@@ -11,32 +11,13 @@ from operators.infer.embedder import Tokenizer
 from operators.infer.lora_adapter import base_shapes, check_adapter
 from operators.infer.model_spec import load_model_spec
 from tests.corpus import documents
-from tests.reference import cosines, qwen3_reference
+from tests.reference import cosines, merged_model, qwen3_reference
 from tests.tiny_models import build_lora_adapter
 
 pytestmark = pytest.mark.engine
 
 TEXTS = [text for _, text in documents(12)]
 MAX_TOKENS = 48
-
-
-def merged_model(base, adapter, out):
-    """peft's merge of `adapter` into `base`, saved with the base tokenizer (the reference's input).
-
-    The adapter is loaded on the class it was trained on, as peft needs: the causal-LM wrapper when its
-    tensor names carry the wrapper's `model.`, the bare model otherwise."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    from operators.infer.lora_adapter import WEIGHTS, safetensors_shapes
-
-    wrapped = any(k.startswith("base_model.model.model.") for k in safetensors_shapes(adapter / WEIGHTS))
-    model = (AutoModelForCausalLM if wrapped else AutoModel).from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    return out
 
 
 # One CPU engine in a fresh process (as an engine actor has one): in the test process, after other tests'

@@ -16,6 +16,7 @@ from jobs.rerank.config import RerankJobConfig
 from tests.conftest import read_table, write_shards
 from tests.corpus import SENTENCES, long_text
 from tests.reference import qwen3_rerank_reference
+from tests.tiny_models import build_lora_adapter
 
 INSTRUCTION = "Judge whether the passage answers the question"
 QUERIES = {"q1": "What is the capital of China?", "q2": "Explain gravity", "q3": "who wrote hamlet",
@@ -124,6 +125,23 @@ def test_pairs_are_scored_ranked_and_bad_input_is_kept(tmp_path, tiny_qwen3, ray
 
     with pytest.raises(ConfigError, match="model.instruction: the existing table scores was reranked with"):
         run_rerank(rerank_config(src, db, tiny_qwen3, sink={"mode": "append"}, model={"instruction": "other"}))
+    adapter = build_lora_adapter(tmp_path / "adapter", tiny_qwen3, prefix="base_model.model.model.")
+    with pytest.raises(ConfigError, match="model.adapter: the existing table scores was reranked with adapter=None"):
+        run_rerank(rerank_config(src, db, tiny_qwen3, sink={"mode": "append"}, model={"adapter": str(adapter)}))
+
+
+def test_a_reranker_adapter_is_recorded_and_served(tmp_path, tiny_qwen3):
+    """`model.adapter` on the reranker: its content hash in the table's provenance (append then refuses another
+    adapter, above), the adapter itself in every engine's spec (scores: tests/test_reranker.py)."""
+    from jobs.rerank.plan import plan_rerank_job
+
+    src = write_shards(tmp_path / "pairs", [table_of(pair_rows(["q1"]))])
+    adapter = build_lora_adapter(tmp_path / "adapter", tiny_qwen3, prefix="base_model.model.model.")
+    cfg = parse_config(rerank_config(src, tmp_path / "db", tiny_qwen3, model={"adapter": str(adapter)}),
+                       RerankJobConfig)
+    plan = plan_rerank_job(cfg)
+    assert plan.provenance["adapter"] == plan.reranker.adapter_hash
+    assert plan.reranker_spec(0).engine.adapter.content_hash == plan.reranker.adapter_hash
 
 
 @pytest.mark.engine

@@ -1,4 +1,5 @@
-"""Qwen3-Reranker: the model card's template exactly, documents cut inside, P(yes) equal to transformers."""
+"""Qwen3-Reranker: the model card's template exactly, documents cut inside, P(yes) equal to transformers
+(and, with a LoRA adapter, to peft's merged model)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from operators.infer.prompts import RERANK_PREFIX, RERANK_SUFFIX, assemble_rerank_ids, rerank_pair_head, yes_probability
 from tests.corpus import long_text
-from tests.reference import qwen3_rerank_reference
+from tests.reference import merged_model, qwen3_rerank_reference
+from tests.tiny_models import build_lora_adapter
 
 PAIRS = [
     ("What is the capital of China?", "The capital of China is Beijing."),
@@ -60,9 +62,12 @@ def test_special_token_text_cannot_change_the_template(tiny_qwen3):
 
 
 @pytest.mark.engine
-def test_scores_equal_the_transformers_reference(tiny_qwen3, ray_session):
+def test_scores_equal_the_transformers_reference(tiny_qwen3, ray_session, tmp_path):
+    from dataclasses import replace
+
     from jobs.core.engine_pool import ENGINE_ENV
     from operators.infer.engine import RERANKER_OVERRIDES, EngineSpec
+    from operators.infer.lora_adapter import base_shapes, check_adapter
     from operators.infer.reranker import Reranker, RerankerSpec
 
     # In a Ray actor as in a job: an in-process engine inside pytest counts pytest's own
@@ -74,14 +79,22 @@ def test_scores_equal_the_transformers_reference(tiny_qwen3, ray_session):
     docs = [[d for q2, d in PAIRS if q2 == q] for q in queries]
     batch = pa.table({"text": queries + ["skipped"], "doc_text": docs + [["never scored"]],
                       "action": ["new"] * len(queries) + ["unchanged"]})
-    for instruction in (None, "Judge whether the passage answers the question"):
-        spec = RerankerSpec(engine=engine, instruction=instruction, max_tokens=160)
+    # The second round also serves a LoRA adapter (`model.adapter`, trained on the causal LM as ms-swift's
+    # reranker training does): vLLM's LoRA on the yes/no classifier model must score as peft's merged model.
+    adapter = build_lora_adapter(tmp_path / "adapter", tiny_qwen3, prefix="base_model.model.model.", seed=3)
+    payload = check_adapter(str(adapter), base_shapes(tiny_qwen3), str(tiny_qwen3)).payload()
+    merged = merged_model(tiny_qwen3, adapter, tmp_path / "merged")
+    for instruction, lora in ((None, None), ("Judge whether the passage answers the question", payload)):
+        spec = RerankerSpec(engine=replace(engine, adapter=lora), instruction=instruction, max_tokens=160)
         actor = ray_session.remote(num_cpus=1, runtime_env={"env_vars": ENGINE_ENV})(Reranker).remote(spec)
         out = ray_session.get(actor.__call__.remote(batch))
         ray_session.kill(actor)
         got = np.array([s for row in out["rerank_score"].to_pylist()[:-1] for s in row], dtype=np.float32)
-        want = qwen3_rerank_reference(tiny_qwen3, PAIRS, instruction=instruction, max_tokens=160)
+        want = qwen3_rerank_reference(merged if lora else tiny_qwen3, PAIRS, instruction=instruction, max_tokens=160)
         np.testing.assert_allclose(got, want, atol=1e-3)
+        if lora:  # and it changed the scores: an adapter silently ignored fails here
+            base = qwen3_rerank_reference(tiny_qwen3, PAIRS, instruction=instruction, max_tokens=160)
+            assert np.abs(got - base).max() > 0.05
         assert [t for row in out["truncated"].to_pylist()[:-1] for t in row] == [False, False, False, True, False]
         assert max(t for row in out["pair_tokens"].to_pylist()[:-1] for t in row) <= 160
         for scores, ranks in zip(out["rerank_score"].to_pylist()[:-1], out["rank"].to_pylist()[:-1], strict=True):

@@ -102,8 +102,9 @@ def model_shapes(model: ModelSpec, model_name: str, setting: str) -> dict[str, t
 
         meta = get_safetensors_metadata(model.path)
     except Exception as err:  # noqa: BLE001 - offline, gated, not safetensors: say so, whatever hub error it was
+        section = setting.rsplit(".", 1)[0]
         raise ConfigError(f"{setting}: cannot read the weight shapes of {model_name} to check the adapter against "
-                          f"({type(err).__name__}: {err}); give model.name as a local folder") from None
+                          f"({type(err).__name__}: {err}); give {section}.name as a local folder") from None
     return {name: tuple(info.shape) for file in meta.files_metadata.values() for name, info in file.tensors.items()}
 
 
@@ -114,6 +115,7 @@ def checked_adapter(uri: str | None, storage_options: dict[str, Any], model: Mod
         return None
     folder = local_adapter(uri, storage_options, setting)
     try:
-        return check_adapter(str(folder), model_shapes(model, model_name, setting), model_name, base_check)
+        return check_adapter(str(folder), model_shapes(model, model_name, setting), model_name, base_check,
+                             section=setting.rsplit(".", 1)[0])
     except AdapterError as err:
         raise ConfigError(f"{setting}: {err}".replace(str(folder), uri)) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.core.adapters import table_adapter
+from jobs.core.adapters import checked_adapter, table_adapter
 from jobs.core.batching import RERANK_TEMPLATE_TOKENS
 from jobs.core.config import ConfigError
 from jobs.core.inputs import mean_chars
@@ -128,8 +128,32 @@ def checked_model(name: str, max_tokens: int | None, section: str = "model") -> 
     return model, limit
 
 
-def reranker_model(m: Any, section: str = "model") -> tuple[ModelSpec, int]:
-    """The reranker's spec and token limit, checked; `m`: a RerankModelConfig; errors name `<section>.<key>`."""
+@dataclass(frozen=True)
+class RerankerModel:
+    """A checked reranker: its spec, token limit and LoRA adapter (`<section>.adapter`), if any."""
+
+    model: ModelSpec
+    max_tokens: int
+    adapter: AdapterPayload | None = None
+
+    @property
+    def adapter_hash(self) -> str | None:
+        return self.adapter.content_hash if self.adapter else None
+
+    def spec(self, m: Any, engine: Any, gpus: float) -> RerankerSpec:
+        """`m`: the RerankModelConfig; `engine`: the job's EngineConfig."""
+        spec = EngineSpec(model_path=self.model.path, max_model_len=self.max_tokens, dtype=m.dtype.value, gpus=gpus,
+                          trust_remote_code=m.trust_remote_code, hf_overrides=RERANKER_OVERRIDES,
+                          adapter=self.adapter, **engine.spec_fields(gpus, self.model.attention_heads))
+        return RerankerSpec(engine=spec, instruction=m.instruction, max_tokens=self.max_tokens,
+                            batch_tokens=engine.batch_tokens)
+
+
+def reranker_model(m: Any, section: str = "model") -> RerankerModel:
+    """The reranker, checked; `m`: a RerankModelConfig; errors name `<section>.<key>`.
+
+    Its adapter is served by vLLM's LoRA on the sequence-classification model the reranker is converted to
+    (RERANKER_OVERRIDES): the adapter's layers apply, and the yes/no head is the adapted model's own."""
     model, max_tokens = checked_model(m.name, m.max_tokens, section)
     if model.pooling != "last":
         raise ConfigError(f"{section}.name: {m.name} is not a Qwen3-Reranker-style causal LM; this job scores "
@@ -137,13 +161,5 @@ def reranker_model(m: Any, section: str = "model") -> tuple[ModelSpec, int]:
     if max_tokens < RERANK_TEMPLATE_TOKENS + 16:
         raise ConfigError(f"{section}.max_tokens: {max_tokens} leaves no room for a query and a document next to "
                           "the reranker's template")
-    return model, max_tokens
-
-
-def reranker_spec(m: Any, model: ModelSpec, max_tokens: int, engine: Any, gpus: float) -> RerankerSpec:
-    """`m`: the RerankModelConfig; `engine`: the job's EngineConfig."""
-    spec = EngineSpec(model_path=model.path, max_model_len=max_tokens, dtype=m.dtype.value, gpus=gpus,
-                      trust_remote_code=m.trust_remote_code, hf_overrides=RERANKER_OVERRIDES,
-                      **engine.spec_fields(gpus, model.attention_heads))
-    return RerankerSpec(engine=spec, instruction=m.instruction, max_tokens=max_tokens,
-                        batch_tokens=engine.batch_tokens)
+    adapter = checked_adapter(m.adapter, m.storage_options, model, m.name, m.adapter_base_check, f"{section}.adapter")
+    return RerankerModel(model, max_tokens, adapter.payload() if adapter else None)

@@ -237,7 +237,21 @@ class RerankMode(str, Enum):
     append = "append"
 
 
-class RerankModelConfig(StrictModel):
+class AdapterFields(StrictModel):
+    """A LoRA adapter on a model section (embed's `model`, rerank's `model`, eval's and mine's `reranker`)."""
+
+    adapter: str | None = Field(
+        None, description="A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, as peft and "
+        "ms-swift write it), local or s3://, applied to this section's model by the engine (vLLM's LoRA serving; "
+        "no merged copy is written). Checked against the model at plan time; the table records its content hash.",
+    )
+    adapter_base_check: bool = Field(
+        True, description="Refuse an adapter whose base_model_name_or_path names another model than this "
+        "section's name.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for an s3:// adapter.")
+
+
+class RerankModelConfig(AdapterFields):
     """A Qwen3-Reranker (rerank's `model`, eval's and mine's `reranker`)."""
 
     name: str = Field(DEFAULT_RERANKER, description="A Qwen3-Reranker (HF id, local folder or pkg://).")

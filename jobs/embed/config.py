@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jobs.core.config import StrictModel
 from jobs.core.sections import (
+    AdapterFields,
     EngineConfig,
     ModelDtype,
     QueriesConfig,
@@ -113,7 +114,7 @@ class SourceConfig(StrictModel):
         return self
 
 
-class ModelConfig(StrictModel):
+class ModelConfig(AdapterFields):
     name: str = Field(
         "Qwen/Qwen3-Embedding-0.6B",
         description="HF model id, local path, or pkg://package/subdir for a model shipped in a Python package.",
@@ -137,15 +138,6 @@ class ModelConfig(StrictModel):
     )
     dtype: ModelDtype = Field(ModelDtype.auto, description="Weights/activations dtype in the engine.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own Python code.")
-    adapter: str | None = Field(
-        None, description="A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, as peft and "
-        "ms-swift write it), local or s3://, applied to model.name by the engine (vLLM's LoRA serving; no merged "
-        "copy is written). Checked against the model at plan time; the table records its content hash.",
-    )
-    adapter_base_check: bool = Field(
-        True, description="Refuse an adapter whose base_model_name_or_path names another model than model.name."
-    )
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for an s3:// adapter.")
 
     @model_validator(mode="after")
     def _instruction_only_for_queries(self) -> ModelConfig:

@@ -6,7 +6,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.core.paths import rejected_table
-from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts, render_time_split
+from jobs.core.summary import (
+    JobSummary,
+    actors_report,
+    model_label,
+    render_actors,
+    render_counts,
+    render_time_split,
+)
 from jobs.embed.gate import GateVerdict
 
 
@@ -38,6 +45,7 @@ class RunSummary(JobSummary):
     orphans_removed: int = 0  # uncommitted files of killed attempts / retried tasks, deleted at the end
     actors: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
+    adapter: str | None = None  # content hash of model.adapter
     rerank: Any = None  # the RerankSummary of the config's `rerank:` section, when it has one
     upkeep: Any = None  # the UpkeepReport, when upkeep ran after the commit
     bad_shards: dict[str, str] = field(default_factory=dict)  # path -> why it was skipped (on_bad_shard: skip)
@@ -67,7 +75,8 @@ class RunSummary(JobSummary):
         lines = [
             "── batch-embed summary ──────────────────────────────",
             f"table          {self.table}  (version {self.table_version})  {self.table_uri}",
-            f"model          {self.model}  dims={self.dimensions}  mode={self.mode}  dtype={self.engine_dtype}",
+            f"model          {model_label(self.model, self.adapter)}  dims={self.dimensions}  mode={self.mode}  "
+            f"dtype={self.engine_dtype}",
             f"rows           read {self.rows_read:,} from {self.shards} shard(s)  written {self.rows_written:,}  "
             f"rejected {self.rows_rejected:,}"
             + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
@@ -108,6 +117,7 @@ def summarize(plan: Any, run: Any, gpus: float, upkeep: Any, deletes_skipped: st
         rejected_table=rejected_table(cfg.sink.table),
         rejected_version=c.rejected.version,
         model=cfg.model.name,
+        adapter=plan.adapter.content_hash if plan.adapter else None,
         dimensions=plan.dimensions,
         mode=cfg.sink.mode.value,
         shards=len(plan.shards),

@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.core.engine_pool import engine_pool_args
-from jobs.core.models import reranker_spec
 from jobs.core.ranking import Rankings, ranked_queries, ranking_columns
 from jobs.core.ranking import collect as collect_rankings
 from jobs.eval.plan import EvalPlan
@@ -29,8 +28,7 @@ def build_pipeline(plan: EvalPlan, gpus: float, ledger: Any = None):
     keep = ranking_columns(plan.dims)
     if plan.reranker is not None:
         assert cfg.reranker is not None
-        model, max_tokens = plan.reranker
-        spec = replace(reranker_spec(cfg.reranker, model, max_tokens, eng, gpus), ledger=ledger)
+        spec = replace(plan.reranker.spec(cfg.reranker, eng, gpus), ledger=ledger)
         ds = ds.map_batches(cut_candidates, fn_kwargs={"k": cfg.eval.rerank_top_k}, batch_format="pyarrow",
                             batch_size=None)
         ds = ds.map_batches(Reranker, fn_constructor_args=(spec,), batch_size=plan.rerank_queries_per_batch,

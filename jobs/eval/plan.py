@@ -14,7 +14,7 @@ from jobs.core.batching import pair_tokens, rows_per_batch, text_tokens
 from jobs.core.config import ConfigError
 from jobs.core.inputs import input_shards, mean_chars, query_columns, sample_rows
 from jobs.core.metrics import depth, judged_queries
-from jobs.core.models import QueryEmbedding, open_vector_table, reranker_model
+from jobs.core.models import QueryEmbedding, RerankerModel, open_vector_table, reranker_model
 from jobs.core.qrels import Qrels, missing_doc_ids, read_qrels
 from jobs.eval.config import EvalJobConfig
 from operators.retrieve.top_k import RetrievalSpec
@@ -34,7 +34,7 @@ class EvalPlan:
     judged: set[str]
     judged_docs_missing: int  # judged documents whose id is not in the table
     query_rows_per_batch: int
-    reranker: tuple[Any, int] | None = None  # (ModelSpec, max_tokens)
+    reranker: RerankerModel | None = None
     rerank_queries_per_batch: int = 1  # reranker batches, in queries (each with rerank_top_k pairs)
 
 
@@ -73,7 +73,7 @@ def plan_eval(cfg: EvalJobConfig) -> EvalPlan:
     if ranker is not None:
         doc_chars = table.mean_text_chars(t.text_column)
         rerank_per_batch = rows_per_batch(cfg.engine.batch_tokens,
-                                          e.rerank_top_k * pair_tokens(query_chars, doc_chars, ranker[1]))
+                                          e.rerank_top_k * pair_tokens(query_chars, doc_chars, ranker.max_tokens))
     top_k = max(depth(e.metrics), e.rerank_top_k if e.rerank else 0)
     retrieval = RetrievalSpec(uri=table.retrieval.uri, version=table.retrieval.version, top_k=top_k,
                               dims=tuple(dims), text_column=t.text_column if e.rerank else None, every_size=True,

@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.core.engine_pool import engine_pool_args
-from jobs.core.models import reranker_spec
 from jobs.mine.config import MineJobConfig, Scorer
 from jobs.mine.plan import MinePlan
 from operators.infer.embedder import Embedder
@@ -43,8 +42,7 @@ def build_pipeline(cfg: MineJobConfig, plan: MinePlan, gpus: float, ledger: Any 
                         batch_format="pyarrow")
     if rules.scorer is Scorer.reranker:
         assert cfg.reranker is not None and plan.reranker is not None
-        model, max_tokens = plan.reranker
-        spec = replace(reranker_spec(cfg.reranker, model, max_tokens, eng, gpus), ledger=ledger)
+        spec = replace(plan.reranker.spec(cfg.reranker, eng, gpus), ledger=ledger)
         ds = ds.map_batches(positive_first, batch_format="pyarrow", batch_size=None)
         ds = ds.map_batches(Reranker, fn_constructor_args=(spec,), batch_size=plan.reranker_rows_per_batch,
                             batch_format="pyarrow", **actor_args)

@@ -7,7 +7,7 @@ from typing import Any
 
 from jobs.core.batching import pair_tokens, rows_per_batch, text_tokens
 from jobs.core.inputs import input_shards, mean_chars, sample_rows
-from jobs.core.models import QueryEmbedding, open_vector_table, reranker_model
+from jobs.core.models import QueryEmbedding, RerankerModel, open_vector_table, reranker_model
 from jobs.mine.config import MineJobConfig, Scorer
 from operators.retrieve.top_k import RetrievalSpec
 
@@ -20,7 +20,7 @@ class MinePlan:
     shards: list
     embedding: QueryEmbedding
     retrieval: RetrievalSpec
-    reranker: tuple[Any, int] | None  # (ModelSpec, max_tokens)
+    reranker: RerankerModel | None
     rows_per_batch: int  # embedder batches, in pairs (each embeds a query and its positive)
     reranker_rows_per_batch: int = 1  # reranker batches, in pairs (each scores range_max + 1 documents)
 
@@ -42,7 +42,7 @@ def plan_mine_job(cfg: MineJobConfig) -> MinePlan:
     if ranker is not None:  # the positive and every candidate, each a pair with the query
         doc_chars = table.mean_text_chars(c.text_column)
         reranker_rows = rows_per_batch(cfg.engine.batch_tokens,
-                                       (rules.range_max + 2) * pair_tokens(query_chars, doc_chars, ranker[1]))
+                                       (rules.range_max + 2) * pair_tokens(query_chars, doc_chars, ranker.max_tokens))
     return MinePlan(fs=fs, shards=shards, embedding=emb, retrieval=table.retrieval, reranker=ranker,
                     rows_per_batch=rows_per_batch(cfg.engine.batch_tokens, pair),
                     reranker_rows_per_batch=reranker_rows)

@@ -16,11 +16,10 @@ import pyarrow as pa
 from jobs.core.batching import pair_tokens, rows_per_batch, text_tokens
 from jobs.core.config import ConfigError
 from jobs.core.inputs import SourceRows, input_shards, mean_chars, query_columns, sample_rows
-from jobs.core.models import QueryEmbedding, open_vector_table, reranker_model, reranker_spec
+from jobs.core.models import QueryEmbedding, RerankerModel, open_vector_table, reranker_model
 from jobs.core.table_target import TableTarget, plan_table
 from jobs.rerank.config import RerankJobConfig
 from operators.infer.embedder import EmbedderSpec
-from operators.infer.model_spec import ModelSpec
 from operators.infer.reranker import RerankerSpec
 from operators.prepare.fingerprints import Provenance
 from operators.read.pairs_source import PairColumns
@@ -37,8 +36,7 @@ class RerankPlan(SourceRows):
     config: RerankJobConfig
     fs: Any
     shards: list[ShardInfo]
-    model: ModelSpec
-    max_tokens: int
+    reranker: RerankerModel
     provenance: dict[str, Any]
     target: TableTarget
     queries_per_batch: int  # reranker batches, in queries
@@ -48,7 +46,7 @@ class RerankPlan(SourceRows):
     retrieval: RetrievalSpec | None = None
 
     def reranker_spec(self, gpus: float) -> RerankerSpec:
-        return reranker_spec(self.config.model, self.model, self.max_tokens, self.config.engine, gpus)
+        return self.reranker.spec(self.config.model, self.config.engine, gpus)
 
     def embedder_spec(self, gpus: float) -> EmbedderSpec:
         assert self.query_embedding is not None
@@ -58,7 +56,7 @@ class RerankPlan(SourceRows):
     def validator_provenance(self) -> Provenance:
         """What the row validator fingerprints (the reranking job keys on query ids only)."""
         return Provenance(model=self.config.model.name, instruction=self.config.model.instruction or "",
-                          input_type="rerank", dimensions=0, max_tokens=self.max_tokens)
+                          input_type="rerank", dimensions=0, max_tokens=self.reranker.max_tokens)
 
 
 def check_existing(cfg: RerankJobConfig, schema: pa.Schema, provenance: dict[str, Any], uri: str) -> None:
@@ -68,7 +66,7 @@ def check_existing(cfg: RerankJobConfig, schema: pa.Schema, provenance: dict[str
         raise ConfigError(f"sink.table: {uri} was not written by batch-embed rerank; use sink.mode: overwrite or "
                           "another sink.table")
     for key, setting in [("model", "model.name"), ("instruction", "model.instruction"),
-                         ("max_tokens", "model.max_tokens")]:
+                         ("max_tokens", "model.max_tokens"), ("adapter", "model.adapter")]:
         if have.get(key) != provenance.get(key):
             raise ConfigError(f"{setting}: the existing table {cfg.sink.table} was reranked with {key}="
                               f"{have.get(key)!r}, this run would use {provenance.get(key)!r}; scores would not be "
@@ -76,7 +74,8 @@ def check_existing(cfg: RerankJobConfig, schema: pa.Schema, provenance: dict[str
 
 
 def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
-    model, max_tokens = reranker_model(cfg.model)
+    ranker = reranker_model(cfg.model)
+    max_tokens = ranker.max_tokens
     eng = cfg.engine
     pair_columns = query_embedding = retrieval = None
     query_rows_per_batch = 0
@@ -113,13 +112,15 @@ def plan_rerank_job(cfg: RerankJobConfig) -> RerankPlan:
 
     provenance = {"kind": "rerank", "model": cfg.model.name, "instruction": cfg.model.instruction,
                   "max_tokens": max_tokens, **candidates}
+    if ranker.adapter_hash:  # recorded only when there is one: tables from before adapters stay appendable
+        provenance["adapter"] = ranker.adapter_hash
     listing = [(s.path, s.num_rows) for s in shards]
     if retrieval is not None:  # a resumed run must see the candidates its first attempt saw
         listing.append((f"candidates:{retrieval.uri}", retrieval.version))
     target = plan_table(cfg.sink, rerank_schema(provenance), listing, "append (skips finished queries) or overwrite",
                         lambda schema, uri: check_existing(cfg, schema, provenance, uri))
     return RerankPlan(
-        config=cfg, fs=fs, shards=shards, model=model, max_tokens=max_tokens, provenance=provenance, target=target,
+        config=cfg, fs=fs, shards=shards, reranker=ranker, provenance=provenance, target=target,
         queries_per_batch=queries_per_batch,
         pair_columns=pair_columns, query_embedding=query_embedding, retrieval=retrieval,
         query_rows_per_batch=query_rows_per_batch,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.core.paths import rejected_table
-from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts, render_time_split
+from jobs.core.summary import JobSummary, actors_report, model_label, render_actors, render_counts, render_time_split
 
 
 @dataclass
@@ -35,6 +35,7 @@ class RerankSummary(JobSummary):
     orphans_removed: int = 0
     actors: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
+    adapter: str | None = None  # content hash of model.adapter
     throughput: list[list[float]] | None = None
     time_split: dict[str, Any] | None = None  # start-up, engines busy / waiting, writing, committing
     report_path: str | None = None
@@ -54,7 +55,7 @@ class RerankSummary(JobSummary):
         lines = [
             "── batch-embed rerank summary ───────────────────────",
             f"table          {self.table}  (version {self.table_version})  {self.table_uri}",
-            f"model          {self.model}  mode={self.mode}",
+            f"model          {model_label(self.model, self.adapter)}  mode={self.mode}",
             f"input          {self.input}: {self.rows_read:,} rows from {self.shards} shard(s)"
             + (f"  (+{self.rows_resumed:,} committed before a restart)" if self.rows_resumed else ""),
             f"queries        reranked {self.queries_reranked:,}  skipped (already in the table) "
@@ -82,7 +83,7 @@ def summarize(plan: Any, run: Any, gpus: float) -> RerankSummary:
     return RerankSummary(
         table=cfg.sink.table, table_uri=plan.target.sink.main_uri, table_version=c.main.version,
         rejected_table=rejected_table(cfg.sink.table), rejected_version=c.rejected.version,
-        model=cfg.model.name, mode=cfg.sink.mode.value, input=source,
+        model=cfg.model.name, adapter=plan.reranker.adapter_hash, mode=cfg.sink.mode.value, input=source,
         shards=len(plan.shards), rows_read=plan.total_rows, rows_resumed=plan.rows_done,
         queries_reranked=c.actions["queries"], queries_skipped=c.actions["skipped_queries"],
         rejected_rows=c.rows_rejected, pairs_written=c.rows_written, pairs_unscored=c.actions["unscored_pairs"],

@@ -151,12 +151,13 @@ def read_adapter(path: str) -> tuple[dict, dict[str, tuple[int, ...]]]:
     return config, safetensors_shapes(folder / WEIGHTS)
 
 
-def check_adapter(path: str, base: dict[str, tuple[int, ...]], model_name: str, base_check: bool = True) -> AdapterSpec:
+def check_adapter(path: str, base: dict[str, tuple[int, ...]], model_name: str, base_check: bool = True,
+                  section: str = "model") -> AdapterSpec:
     """The adapter at `path`, checked against the base model's weight shapes (`base_shapes`, or the hub's
     safetensors metadata); AdapterError if it does not fit.
 
     `base_check`: the adapter's `base_model_name_or_path` must name `model_name` (its last path part, so a
-    hub id and a local copy of it agree).
+    hub id and a local copy of it agree); `section`: the config section the messages name.
     """
     config, shapes = read_adapter(path)
     if str(config.get("peft_type", "")).upper() != "LORA":
@@ -167,8 +168,8 @@ def check_adapter(path: str, base: dict[str, tuple[int, ...]], model_name: str, 
     lora_rank_slot(rank)
     base_name = config.get("base_model_name_or_path")
     if base_check and base_name and Path(str(base_name)).name != Path(model_name).name:
-        raise AdapterError(f"{path}: trained on {base_name!r}, not model.name {model_name!r} (set "
-                           "model.adapter_base_check: false if it is the same model under another name)")
+        raise AdapterError(f"{path}: trained on {base_name!r}, not {section}.name {model_name!r} (set "
+                           f"{section}.adapter_base_check: false if it is the same model under another name)")
     pairs: dict[str, dict[str, tuple[int, ...]]] = {}
     for key, shape in shapes.items():
         found = _module_of(key)
@@ -192,6 +193,10 @@ def _check_module(path: str, module: str, ab: dict[str, tuple[int, ...]], rank: 
     if set(ab) != {"A", "B"}:
         raise AdapterError(f"{path}: module {module} has lora_{'A' if 'A' in ab else 'B'} but no "
                            f"lora_{'B' if 'A' in ab else 'A'}")
+    if module.rsplit(".", 1)[-1] == "lm_head":
+        # Embedding models pool hidden states (no head); a reranker's head becomes the yes/no classifier.
+        raise AdapterError(f"{path}: targets {module}, the output head, which vLLM does not serve LoRA on for "
+                           "embedding or reranking (train the adapter without lm_head in target_modules)")
     weight = _base_weight(module, base)
     if weight is None:
         raise AdapterError(f"{path}: targets {module}, which the base model does not have (a different "

@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 
 from jobs.core.report.svg_charts import bar_chart, line_chart, rates
+from jobs.core.summary import model_label
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1340px;color:#222}
@@ -28,6 +29,10 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding
 th{background:#f6f6f6} td:first-child,th:first-child{text-align:left} .bad{color:#b00020}
 pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px}
 """
+
+
+def _model(d: dict[str, Any]) -> str:
+    return escape(model_label(str(d.get("model")), d.get("adapter")))
 
 
 def _cards(items: list[tuple[str, Any]]) -> str:
@@ -96,7 +101,7 @@ def _embed_section(d: dict[str, Any]) -> str:
                     ("rows/s", d.get("rows_per_s", 0.0)), ("tokens/s", d.get("tokens_per_s", 0.0)),
                     ("commits", d.get("commits", 0)), ("table version", d.get("table_version"))])
     parts = [f'<div class="sub">table <b>{escape(str(d.get("table")))}</b> · {escape(str(d.get("table_uri")))} · '
-             f'model {escape(str(d.get("model")))} · {d.get("dimensions")} dims · mode {escape(str(d.get("mode")))}'
+             f'model {_model(d)} · {d.get("dimensions")} dims · mode {escape(str(d.get("mode")))}'
              f' · dtype {escape(str(d.get("engine_dtype")))}</div>', cards, _run_charts(d, "row"), _time_split(d),
              _table(["rows", "count"], [["read", d.get("rows_read", 0)], ["new", d.get("rows_new", 0)],
                                         ["changed (re-embedded)", d.get("rows_changed", 0)],
@@ -133,7 +138,7 @@ def _rerank_section(d: dict[str, Any]) -> str:
                     ("rows rejected", d.get("rejected_rows", 0)), ("tokens", d.get("tokens", 0)),
                     ("seconds", d.get("seconds", 0.0)), ("table version", d.get("table_version"))])
     return (f'<div class="sub">table <b>{escape(str(d.get("table")))}</b> · {escape(str(d.get("table_uri")))} · '
-            f'model {escape(str(d.get("model")))} · input {escape(str(d.get("input")))}</div>'
+            f'model {_model(d)} · input {escape(str(d.get("input")))}</div>'
             + cards + _run_charts(d, "source row") + _time_split(d))
 
 
