@@ -35,7 +35,8 @@ def with_urls(rows, changed=frozenset(), edited=frozenset()):
 
 def nightly(src, db, model, **sink):
     # text copied too (as configs/nightly.yaml does): its hash is in the fingerprint, so sync compares url only
-    raw = job_config(src, db, model, source={"columns": ["url", "text"]},
+    # Simulated engines (vectors a pure function of the token ids): the nights' bookkeeping is under test.
+    raw = job_config(src, db, model, source={"columns": ["url", "text"]}, engine={"backend": "simulated"},
                      sink={"mode": "sync", "vector_dtype": "float16", **sink}, sync={"delete_missing": True})
     return raw
 
@@ -155,7 +156,7 @@ def test_a_killed_night_never_blocks_the_next(tiny_qwen3, ray_session, tmp_path)
     edited2 = {f"doc-{i:04d}" for i in range(3, 13)}
     raw2 = nightly(write_shards(tmp_path / "d2", [with_urls(night2, edited=edited2)]), db,
                    tiny_qwen3, rows_per_fragment=4, commit_every_rows=3)
-    raw2["engine"] = {"batch_tokens": 256}
+    raw2["engine"]["batch_tokens"] = 256
     assert finish(run_cli(raw2, tmp_path, kill_at="after_commit:2")) == -signal.SIGKILL
 
     # The third night's listing differs again (it always does).

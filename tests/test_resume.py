@@ -25,7 +25,7 @@ from tests.conftest import job_config, read_table, run_job, write_shards
 from tests.corpus import documents
 from tests.processes import finish, run_cli
 
-pytestmark = [pytest.mark.engine, pytest.mark.kill]
+pytestmark = [pytest.mark.kill]
 
 ROWS = documents(160)
 
@@ -43,10 +43,11 @@ def corpus(folder: Path) -> Path:
 
 
 def settings(src, db, model, **sink) -> dict:
-    raw = job_config(src, db, model, engine={"batch_tokens": 512},
-                     sink={"rows_per_fragment": 10, "commit_every_rows": 20, **sink})
-    raw["engine"]["vllm"] = {"max_num_seqs": 16}
-    return raw
+    # Simulated engines (vectors a pure function of the token ids, operators/infer/simulated_engine.py): what
+    # is under test is the commit / resume machinery around them, and a real engine start costs each of these
+    # runs ~10 s more. Real engines are killed in tests/test_rerank_resume.py and tests/test_gate.py.
+    return job_config(src, db, model, engine={"batch_tokens": 512, "backend": "simulated"},
+                      sink={"rows_per_fragment": 10, "commit_every_rows": 20, **sink})
 
 
 def table_state(db: str, options: dict | None = None) -> tuple[dict, set]:

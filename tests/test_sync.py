@@ -63,8 +63,9 @@ def store(tmp_path, request):
 
 
 def sync_config(src, db, model, opts, **sink):
+    # Simulated engines (vectors a pure function of the token ids): the diff, not the model, is under test.
     raw = job_config(src, db, model, sink={"mode": "sync", "storage_options": opts, **sink},
-                     sync={"delete_missing": True})
+                     sync={"delete_missing": True}, engine={"backend": "simulated"})
     raw["source"]["storage_options"] = opts
     return raw
 
@@ -134,7 +135,7 @@ def test_killed_sync_run_resumes_to_the_same_table(tiny_qwen3, ray_session, tmp_
     run_job(raw1)
     raw2 = sync_config(write_shards(tmp_path / "day2", shards(DAY2)), tmp_path / "db", tiny_qwen3, {},
                        rows_per_fragment=4, commit_every_rows=5)
-    raw2["engine"] = {"batch_tokens": 256}
+    raw2["engine"]["batch_tokens"] = 256
     assert finish(run_cli(raw2, tmp_path, kill_at="mid_commit:2")) == -signal.SIGKILL
     assert finish(run_cli(raw2, tmp_path)) == 0
     after = read_table(str(tmp_path / "db"), "docs")
