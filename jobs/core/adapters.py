@@ -32,6 +32,11 @@ log = logging.getLogger("batch_embed")
 CACHE = Path(os.environ.get("BATCH_EMBED_CACHE", Path.home() / ".cache" / "batch_embed")) / "adapters"
 
 
+def model_label(model: str, adapter: str | None) -> str:
+    """The model as a summary names it: with its LoRA adapter's content hash when one applies."""
+    return f"{model} + LoRA adapter {adapter[:12]}" if adapter else model
+
+
 def local_adapter(uri: str, storage_options: dict[str, Any], setting: str, cache: Path = CACHE) -> Path:
     """A local folder holding the adapter at `uri` (the folder itself when it is local)."""
     if "://" not in uri or uri.startswith("file://"):

@@ -33,11 +33,6 @@ class JobSummary:
             [f"report         {self.report_path}"] if self.report_path else [])
 
 
-def model_label(model: str, adapter: str | None) -> str:
-    """The model as a summary names it: with its LoRA adapter's content hash when one applies."""
-    return f"{model} + LoRA adapter {adapter[:12]}" if adapter else model
-
-
 def render_counts(counts: dict[str, int]) -> str:
     """`empty_text=2, null_id=1`, sorted by name; `none` when there are none (rejected, skipped rows)."""
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.core.adapters import model_label
 from jobs.core.paths import rejected_table
-from jobs.core.summary import JobSummary, actors_report, model_label, render_actors, render_counts, render_time_split
+from jobs.core.summary import JobSummary, actors_report, render_actors, render_counts, render_time_split
 
 
 @dataclass

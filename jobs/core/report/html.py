@@ -13,8 +13,8 @@ import json
 from html import escape
 from typing import Any
 
+from jobs.core.adapters import model_label
 from jobs.core.report.svg_charts import bar_chart, line_chart, rates
-from jobs.core.summary import model_label
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1340px;color:#222}
