@@ -14,8 +14,9 @@ import pytest
 from operators.infer.embedder import Embedder, EmbedderSpec, Tokenizer
 from operators.infer.engine import EngineSpec
 from operators.infer.engine_clock import EngineClock
+from operators.infer.fast_tokenizer import FastTokenizer
 from operators.infer.model_spec import ModelSpec, load_model_spec
-from operators.prepare.input_tokenizer import FastTokenizer, InputTokenizer, token_ids_column
+from operators.prepare.input_tokenizer import InputTokenizer, token_ids_column
 
 INSTRUCTION = "Given a question, retrieve passages that answer it"
 TEXTS = [
@@ -187,3 +188,34 @@ def test_a_hub_model_is_tokenised_in_the_tasks_from_the_snapshot_the_driver_read
     assert staged.column("token_ids").to_pylist() == want
     unshipped = InputTokenizer(_spec(hub_model))(batch(texts, ["new"] * len(texts)))
     assert unshipped.column("token_ids").null_count == len(texts)  # before: every hub model, always
+
+
+SIMULATED_ACTOR = """
+import sys
+from operators.infer.embedder import Embedder, EmbedderSpec
+from operators.infer.engine import EngineSpec
+from operators.infer.fast_tokenizer import FastTokenizer
+from operators.infer.model_spec import load_model_spec
+model = load_model_spec(sys.argv[1])
+engine = EngineSpec(model_path=model.path, max_model_len=48, backend="simulated")
+spec = EmbedderSpec(model=model, engine=engine, input_type="document", instruction="", max_tokens=48,
+                    dimensions=model.hidden_size, batch_tokens=4096)
+actor = Embedder(spec)
+assert isinstance(actor.tokenizer, FastTokenizer), type(actor.tokenizer)
+heavy = sorted(m for m in ("torch", "transformers", "vllm") if m in sys.modules)
+assert not heavy, f"a simulated engine's actor imported {heavy}"
+"""
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen3", "minilm"])
+def test_a_simulated_engine_tokenises_with_the_stage_tokenizer_and_never_imports_torch(
+        name, tiny_qwen3, minilm_path):
+    """A dry run's engine actors must not spend the CPUs it measures on torch (transformers' AutoTokenizer
+    imports it); the stage's tokenizer gives transformers' ids (the tests above), so its vectors hold."""
+    import subprocess
+    import sys
+
+    path = str(tiny_qwen3 if name == "tiny-qwen3" else minilm_path)
+    done = subprocess.run([sys.executable, "-c", SIMULATED_ACTOR, path], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

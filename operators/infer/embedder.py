@@ -29,18 +29,15 @@ from operators.contract import require_columns
 from operators.infer.batching import group_by_token_budget
 from operators.infer.engine import EngineSpec, apply_node_threads, make_engine
 from operators.infer.engine_clock import EngineClock
+from operators.infer.fast_tokenizer import FastTokenizer, fast_tokenizer
 from operators.infer.matryoshka import mrl_truncate
 from operators.infer.model_spec import END_TOKEN, ModelSpec
-from operators.infer.prompts import cut_and_end, cut_keep_last, format_input
+from operators.infer.prompts import apply_input_rules, clip_texts, format_input
 
 log = logging.getLogger("batch_embed")
 
 REQUIRED = ("id", "text", "reject_reason", "action")
 EMBED_ACTIONS = ("new", "changed")
-
-# No token is longer than this many characters in practice; cutting the text
-# first keeps a 50 MB document from being tokenised whole only to be cut.
-_CHARS_PER_TOKEN_BOUND = 64
 
 
 @dataclass(frozen=True)
@@ -54,25 +51,6 @@ class EmbedderSpec:
     batch_tokens: int
     document_column: str | None = None  # also embed this column as documents, see the module docstring
     ledger: Any = None  # the run's TimeLedger actor (operators/infer/engine_clock.py); None: not timed
-
-
-def apply_input_rules(encoded: list[list[int]], texts: list[str], clipped: list[str], max_tokens: int,
-                      end_id: int | None) -> tuple[list[list[int]], list[bool]]:
-    """The job's cut rules on raw tokenizer output: the end token kept last, `truncated` where anything was cut."""
-    out, cut = [], []
-    for ids, text, short in zip(encoded, texts, clipped, strict=True):
-        if end_id is not None:
-            ids, truncated = cut_and_end(ids, max_tokens, end_id)
-        else:
-            ids, truncated = cut_keep_last(ids, max_tokens)
-        out.append(ids)
-        cut.append(truncated or len(short) < len(text))
-    return out, cut
-
-
-def clip_texts(texts: list[str], max_tokens: int) -> list[str]:
-    cap = max_tokens * _CHARS_PER_TOKEN_BOUND
-    return [t[:cap] for t in texts]
 
 
 def embed_mask(batch: pa.Table) -> np.ndarray:
@@ -122,6 +100,22 @@ class Tokenizer:
         return apply_input_rules(enc, texts, clipped, self._max_tokens, self._end_id)
 
 
+def actor_tokenizer(spec: EmbedderSpec) -> Tokenizer | FastTokenizer:
+    """The tokenizer of an engine actor: for the rows the tokenizer stage left, and the check of its ids.
+
+    A simulated engine tokenises with the stage's own Rust tokenizer where the model folder has one:
+    transformers' AutoTokenizer imports torch, 10-20 s of CPU per actor that only a real engine needs
+    (vLLM imports torch anyway) and that would land on the CPUs a dry run measures. Its start-up time
+    is `engine.simulated.startup_seconds`.
+    """
+    eng = spec.engine
+    if eng.backend == "simulated":
+        fast = fast_tokenizer(spec.model, spec.max_tokens, eng.trust_remote_code)
+        if fast is not None:
+            return fast
+    return Tokenizer(spec.model, spec.max_tokens, eng.trust_remote_code)
+
+
 class Embedder:
     """Ray Data callable class; heavy set-up (tokenizer, vLLM engine) happens once per actor."""
 
@@ -132,10 +126,11 @@ class Embedder:
         apply_node_threads()  # first: before anything loads torch
         self.clock = EngineClock(spec.ledger)
         self.spec = spec
-        self.tokenizer = Tokenizer(spec.model, spec.max_tokens, spec.engine.trust_remote_code)
+        self.tokenizer = actor_tokenizer(spec)
         self.engine = self.clock.timed(make_engine(spec.engine, spec.model.hidden_size))
         self.clock.ready()
-        self._staged_ok: bool | None = None  # unknown until the first batch that carries token_ids
+        # Staged ids are checked once against transformers' tokenizer; the stage's own needs no check.
+        self._staged_ok: bool | None = True if isinstance(self.tokenizer, FastTokenizer) else None
 
     def _embed(self, prompts: list[str]) -> tuple[np.ndarray, list[int], list[bool]]:
         """(len(prompts), dimensions) MRL vectors, token counts and cut flags."""

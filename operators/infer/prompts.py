@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+# No token is longer than this many characters in practice; cutting the text
+# first keeps a 50 MB document from being tokenised whole only to be cut.
+CHARS_PER_TOKEN_BOUND = 64
+
 # The instruction the Qwen3-Embedding and Qwen3-Reranker model cards use for web-search queries.
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -50,6 +54,26 @@ def cut_keep_last(token_ids: Sequence[int], max_tokens: int) -> tuple[list[int],
     if len(ids) <= max_tokens:
         return ids, False
     return ids[: max_tokens - 1] + [ids[-1]], True
+
+
+def clip_texts(texts: list[str], max_tokens: int) -> list[str]:
+    """Texts cut to what `max_tokens` tokens can hold at most (CHARS_PER_TOKEN_BOUND characters a token)."""
+    cap = max_tokens * CHARS_PER_TOKEN_BOUND
+    return [t[:cap] for t in texts]
+
+
+def apply_input_rules(encoded: list[list[int]], texts: list[str], clipped: list[str], max_tokens: int,
+                      end_id: int | None) -> tuple[list[list[int]], list[bool]]:
+    """The job's cut rules on raw tokenizer output: the end token kept last, `truncated` where anything was cut."""
+    out, cut = [], []
+    for ids, text, short in zip(encoded, texts, clipped, strict=True):
+        if end_id is not None:
+            ids, truncated = cut_and_end(ids, max_tokens, end_id)
+        else:
+            ids, truncated = cut_keep_last(ids, max_tokens)
+        out.append(ids)
+        cut.append(truncated or len(short) < len(text))
+    return out, cut
 
 
 # Qwen3-Reranker, exactly as its model card builds the input: a chat template

@@ -25,11 +25,16 @@ from operators.contract import require_columns
 from operators.infer.batching import group_by_token_budget
 from operators.infer.engine import EngineSpec, apply_node_threads, make_engine
 from operators.infer.engine_clock import EngineClock
-from operators.infer.prompts import RERANK_PREFIX, RERANK_SUFFIX, assemble_rerank_ids, rerank_pair_head
+from operators.infer.prompts import (
+    CHARS_PER_TOKEN_BOUND,
+    RERANK_PREFIX,
+    RERANK_SUFFIX,
+    assemble_rerank_ids,
+    rerank_pair_head,
+)
 
 REQUIRED = ("text", "doc_text", "action")
 SCORE_ACTIONS = ("new", "changed")
-_CHARS_PER_TOKEN_BOUND = 64
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class RerankTokenizer:
 
     def encode(self, instruction: str | None, queries: list[str], docs: list[str]):
         """(ids or None, truncated, reason) per pair."""
-        cap = self._max_tokens * _CHARS_PER_TOKEN_BOUND
+        cap = self._max_tokens * CHARS_PER_TOKEN_BOUND
         heads = [rerank_pair_head(instruction, q) for q in queries]
         bodies = self._ids([h + d[:cap] for h, d in zip(heads, docs, strict=True)])
         head_lens = [len(ids) for ids in self._ids(heads)]

@@ -14,16 +14,15 @@ engine is still starting, so the actor only embeds (what ray.data.llm's tokenize
 
 The tokenizer is the model folder's `tokenizer.json` (a hub model's, read once on the driver from
 its snapshot by `shipped_tokenizer` and shipped through Ray's object store), loaded with the Rust `tokenizers`
-library, not transformers' AutoTokenizer (seconds to import in a fresh task worker: it
-imports torch). Both give the same ids on the models the tests build (tests/test_input_tokenizer.py),
-and the Embedder checks the first ids it receives against its own AutoTokenizer: where they
+library (operators/infer/fast_tokenizer.py), not transformers' AutoTokenizer (seconds to import in a fresh
+task worker: it imports torch). Both give the same ids on the models the tests build (tests/test_input_tokenizer.py),
+and a real engine's Embedder checks the first ids it receives against its own AutoTokenizer: where they
 differ it says so and tokenises every row itself, so a tokenizer.json that transformers
 would have configured differently costs speed, never vectors.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,59 +30,12 @@ import numpy as np
 import pyarrow as pa
 
 from operators.contract import require_columns
-from operators.infer.embedder import EmbedderSpec, apply_input_rules, clip_texts, embed_mask, prompts_at
-from operators.infer.model_spec import END_TOKEN, ModelSpec
+from operators.infer.embedder import EmbedderSpec, embed_mask, prompts_at
+from operators.infer.fast_tokenizer import fast_tokenizer
+from operators.infer.model_spec import ModelSpec
 
 REQUIRED = ("text", "action")
 TOKEN_IDS = pa.list_(pa.int32())
-
-
-class FastTokenizer:
-    """The job's input rules (operators/infer/embedder.py `Tokenizer`) on a bare `tokenizers.Tokenizer`."""
-
-    def __init__(self, tok, max_tokens: int, end_id: int | None):
-        self._tok = tok
-        self._max_tokens = max_tokens
-        self._end_id = end_id
-
-    @classmethod
-    def load(cls, model: ModelSpec, max_tokens: int, trust_remote_code: bool = False,
-             text: str | None = None) -> FastTokenizer | None:
-        """`text`: a hub model's tokenizer.json as the driver read it; None where there is no `tokenizer.json`
-        (a hub model whose snapshot the driver could not read, slow-only or remote-code tokenizers)."""
-        file = Path(model.path) / "tokenizer.json"
-        if trust_remote_code or (text is None and not file.is_file()):
-            return None
-        from tokenizers import Tokenizer as RustTokenizer
-
-        tok = RustTokenizer.from_str(text) if text is not None else RustTokenizer.from_file(str(file))
-        # As transformers does on load: the file's padding / truncation settings are for training,
-        # and split_special_tokens=True (a document that contains "<|endoftext|>" is plain text).
-        tok.no_padding()
-        tok.no_truncation()
-        tok.encode_special_tokens = True
-        end_id = None
-        if model.appends_end_token:
-            end_id = tok.token_to_id(END_TOKEN)
-            if end_id is None:  # AutoTokenizer would fall back to eos: the actor's tokenizer decides
-                return None
-        return cls(tok, max_tokens, end_id)
-
-    def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids per text and whether it was cut, exactly as `Tokenizer.encode`."""
-        clipped = clip_texts(texts, self._max_tokens)
-        # One text at a time, on this task's one core: `encode_batch` would take every core of the
-        # node (Rust threads), the engine's cores included.
-        special = self._end_id is None
-        raw = [self._tok.encode(t, add_special_tokens=special).ids for t in clipped]
-        return apply_input_rules(raw, texts, clipped, self._max_tokens, self._end_id)
-
-
-@lru_cache(maxsize=4)
-def fast_tokenizer(model: ModelSpec, max_tokens: int, trust_remote_code: bool,
-                   text: str | None = None) -> FastTokenizer | None:
-    """One tokenizer per task worker process and model (workers are reused across tasks)."""
-    return FastTokenizer.load(model, max_tokens, trust_remote_code, text)
 
 
 def shipped_tokenizer(model: ModelSpec, trust_remote_code: bool = False) -> str | None:
