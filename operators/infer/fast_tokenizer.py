@@ -50,8 +50,8 @@ class FastTokenizer:
     def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids per text and whether it was cut, exactly as `Tokenizer.encode`."""
         clipped = clip_texts(texts, self._max_tokens)
-        # One text at a time, on this task's one core: `encode_batch` would take every core of the
-        # node (Rust threads), the engine's cores included.
+        # One text at a time, on the caller's one core: `encode_batch` would take every core of the
+        # node (Rust threads), the engines' cores included.
         special = self._end_id is None
         raw = [self._tok.encode(t, add_special_tokens=special).ids for t in clipped]
         return apply_input_rules(raw, texts, clipped, self._max_tokens, self._end_id)
@@ -60,5 +60,5 @@ class FastTokenizer:
 @lru_cache(maxsize=4)
 def fast_tokenizer(model: ModelSpec, max_tokens: int, trust_remote_code: bool,
                    text: str | None = None) -> FastTokenizer | None:
-    """One tokenizer per task worker process and model (workers are reused across tasks)."""
+    """One tokenizer per process and model (task workers are reused across tasks)."""
     return FastTokenizer.load(model, max_tokens, trust_remote_code, text)
