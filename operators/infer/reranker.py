@@ -26,10 +26,10 @@ from operators.infer.batching import group_by_token_budget
 from operators.infer.engine import EngineSpec, apply_node_threads, make_engine
 from operators.infer.engine_clock import EngineClock
 from operators.infer.prompts import (
-    CHARS_PER_TOKEN_BOUND,
     RERANK_PREFIX,
     RERANK_SUFFIX,
     assemble_rerank_ids,
+    clip_texts,
     rerank_pair_head,
 )
 
@@ -66,12 +66,12 @@ class RerankTokenizer:
 
     def encode(self, instruction: str | None, queries: list[str], docs: list[str]):
         """(ids or None, truncated, reason) per pair."""
-        cap = self._max_tokens * CHARS_PER_TOKEN_BOUND
         heads = [rerank_pair_head(instruction, q) for q in queries]
-        bodies = self._ids([h + d[:cap] for h, d in zip(heads, docs, strict=True)])
+        clipped = clip_texts(docs, self._max_tokens)
+        bodies = self._ids([h + d for h, d in zip(heads, clipped, strict=True)])
         head_lens = [len(ids) for ids in self._ids(heads)]
         out = []
-        for body, head_len, doc in zip(bodies, head_lens, docs, strict=True):
+        for body, head_len, doc, short in zip(bodies, head_lens, docs, clipped, strict=True):
             if not doc.strip():
                 out.append((None, False, "empty_document"))
                 continue
@@ -80,7 +80,7 @@ class RerankTokenizer:
             except ValueError:
                 out.append((None, False, "query_too_long"))
                 continue
-            out.append((ids, cut or len(doc) > cap, None))
+            out.append((ids, cut or len(short) < len(doc), None))
         return out
 
 
